@@ -1,0 +1,138 @@
+"""Convert one image through a model: read lazily, tile with halo, stream, crop-stitch, write.
+
+Memory is bounded by the tiles in flight plus the reorder buffer (which the in-flight window also
+bounds), never by the image size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tilecast.client.reader import ImageSource, open_image, read_reflected
+from tilecast.client.remote import Client
+from tilecast.client.tiling import Grid, crop_core
+from tilecast.client.writer import write_tiled_tiff
+from tilecast.proto import tensors
+from tilecast.proto.errors import InvalidArgument
+from tilecast.proto.v1 import manifest_pb2
+
+Array = npt.NDArray[Any]
+Progress = Callable[[int, int], None]  # (tiles done, tiles total)
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    tile_size: int | None = None  # None: the manifest's
+    halo: int | None = None  # None: the manifest's (measured at export)
+    window: int = 32  # tiles in flight
+    compression: str = "zlib"
+    level: int = 0  # pyramid level of the input
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    input: Path
+    output: Path
+    shape: tuple[int, int, int]
+    tiles: int
+    seconds: float
+
+    @property
+    def megapixels_per_second(self) -> float:
+        return self.shape[0] * self.shape[1] / 1e6 / max(self.seconds, 1e-9)
+
+
+def plan_for(manifest: manifest_pb2.ModelManifest, height: int, width: int, options: ConvertOptions) -> Grid:
+    """The tile grid for an image, from the manifest unless the options override it."""
+    t = manifest.tiling
+    tile_size = options.tile_size or t.tile_size
+    halo = t.halo if options.halo is None else options.halo
+    if tile_size % 16 or tile_size % t.size_multiple:
+        raise InvalidArgument(f"tile size {tile_size} must be a multiple of 16 and of {t.size_multiple}")
+    if halo % t.size_multiple or halo < 0:
+        raise InvalidArgument(f"halo {halo} must be a non-negative multiple of {t.size_multiple}")
+    if tile_size + 2 * halo > t.max_size:
+        raise InvalidArgument(
+            f"tile size {tile_size} + 2 x halo {halo} exceeds the model's largest input {t.max_size}"
+        )
+    return Grid(height, width, tile_size, halo, t.size_multiple, t.min_size)
+
+
+def check_compatible(manifest: manifest_pb2.ModelManifest, image: ImageSource) -> None:
+    spec = manifest.inputs[0]
+    _, _, channels = image.shape
+    want = tensors.to_numpy_dtype(spec.dtype)
+    if channels != spec.channels:
+        raise InvalidArgument(
+            f"{image.path} has {channels} channel(s); model {manifest.name} takes {spec.channels}"
+        )
+    if image.dtype != want:
+        raise InvalidArgument(f"{image.path} is {image.dtype.name}; model {manifest.name} takes {want.name}")
+    if manifest.kind != manifest_pb2.MODEL_KIND_GENERATOR or len(manifest.outputs) != 1:
+        raise InvalidArgument(f"model {manifest.name}: only image-to-image generators can be converted yet")
+
+
+def _ordered_cores(
+    results: Iterator[tuple[int, list[Array]]], grid: Grid, progress: Progress | None
+) -> Iterator[Array]:
+    """Yield each tile's core in grid order, holding early arrivals in a reorder buffer."""
+    waiting: dict[int, Array] = {}
+    for tile in grid:
+        while tile.index not in waiting:
+            try:
+                tile_id, outputs = next(results)
+            except StopIteration:
+                raise InvalidArgument(f"the server ended the stream before tile {tile.index}") from None
+            waiting[tile_id] = outputs[0]
+        output = waiting.pop(tile.index)
+        expected = (tile.source.height, tile.source.width)
+        if output.shape[:2] != expected:
+            raise InvalidArgument(f"tile {tile.index}: model returned {output.shape[:2]}, expected {expected}")
+        if progress:
+            progress(tile.index + 1, len(grid))
+        yield crop_core(output, tile)
+
+
+def convert_image(
+    client: Client,
+    model: str,
+    input_path: Path,
+    output_path: Path,
+    options: ConvertOptions | None = None,
+    *,
+    version: int = 0,
+    progress: Progress | None = None,
+) -> ConvertResult:
+    """Run `model` over the whole image at `input_path` and write a tiled BigTIFF at `output_path`."""
+    options = options or ConvertOptions()
+    started = time.perf_counter()
+    manifest = client.get_model(model, version)
+    image = open_image(input_path, options.level)
+    try:
+        check_compatible(manifest, image)
+        height, width, _ = image.shape
+        grid = plan_for(manifest, height, width, options)
+        out_spec = manifest.outputs[0]
+
+        def tiles() -> Iterator[tuple[int, Array]]:
+            for tile in grid:
+                yield tile.index, np.ascontiguousarray(read_reflected(image, tile.source))
+
+        out_shape = (height, width, out_spec.channels)
+        results = client.stream(model, tiles(), version=manifest.version, window=options.window)
+        with contextlib.closing(results):  # cancels the stream if writing fails
+            write_tiled_tiff(
+                output_path, _ordered_cores(results, grid, progress),
+                shape=out_shape, dtype=tensors.to_numpy_dtype(out_spec.dtype),
+                tile_size=grid.tile_size, compression=options.compression,
+            )
+    finally:
+        image.close()
+    return ConvertResult(input_path, output_path, out_shape, len(grid), time.perf_counter() - started)

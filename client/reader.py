@@ -1,0 +1,157 @@
+"""Open images lazily and read regions as HWC arrays.
+
+TIFF-based files (TIFF, BigTIFF, OME-TIFF, SVS) are read through tifffile's zarr store, one region
+at a time; the whole image is never held in memory. PNG and JPEG have no tiles, so Pillow decodes
+them whole (they are small by nature of the format).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from tilecast.client.tiling import Box, reflect_indices
+from tilecast.proto.errors import InvalidArgument
+
+Array = npt.NDArray[Any]
+TIFF_SUFFIXES = {".tif", ".tiff", ".btf", ".tf8", ".svs", ".ome.tif", ".ome.tiff", ".ndpi", ".scn"}
+PILLOW_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+class ImageReadError(InvalidArgument):
+    """The file cannot be read as an image: missing, corrupt, or a layout we cannot feed a model."""
+
+
+class ImageSource(Protocol):
+    path: Path
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...  # height, width, channels
+
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+    def read(self, box: Box) -> Array:
+        """Pixels inside the image, HWC."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _hwc_permutation(axes: str, path: Path) -> tuple[int, ...]:
+    """Axis order that turns a tifffile series into HWC (S = samples, C = channels)."""
+    squeezed = axes.replace("Q", "")
+    if squeezed in ("YX", "YXS", "CYX", "SYX", "YXC"):
+        y, x = squeezed.index("Y"), squeezed.index("X")
+        rest = [i for i, a in enumerate(squeezed) if a not in "YX"]
+        return (y, x, *rest)
+    raise ImageReadError(
+        f"{path}: image axes {axes!r} are not yet supported (expected YX, YXS or CYX); "
+        "extract one plane or time point first"
+    )
+
+
+class TiffSource:
+    def __init__(self, path: Path, level: int = 0) -> None:
+        import tifffile
+        import zarr
+
+        self.path = path
+        try:
+            self._tif = tifffile.TiffFile(path)
+        except (OSError, ValueError, tifffile.TiffFileError) as exc:
+            raise ImageReadError(f"{path}: not a readable TIFF ({exc})") from exc
+        try:
+            series = self._tif.series[0]
+            if not 0 <= level < len(series.levels):
+                raise ImageReadError(f"{path}: level {level} does not exist; it has {len(series.levels)}")
+            page = series.levels[level]
+            self._perm = _hwc_permutation(page.axes, path)
+            self._array = zarr.open_array(page.aszarr(), mode="r")
+            shape = [int(page.shape[i]) for i in self._perm]
+            self._shape = (shape[0], shape[1], shape[2] if len(shape) > 2 else 1)
+            self._dtype = np.dtype(page.dtype)
+        except ImageReadError:
+            self._tif.close()
+            raise
+        except Exception as exc:  # tifffile raises many types for broken structures
+            self._tif.close()
+            raise ImageReadError(f"{path}: cannot read the image structure ({exc})") from exc
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._dtype
+
+    def read(self, box: Box) -> Array:
+        index: list[slice] = [slice(None)] * len(self._perm)
+        index[self._perm[0]] = slice(box.y0, box.y1)
+        index[self._perm[1]] = slice(box.x0, box.x1)
+        try:
+            region = np.asarray(self._array[tuple(index)])
+        except Exception as exc:  # a truncated or corrupt strip or tile
+            raise ImageReadError(f"{self.path}: cannot decode the region {box} ({exc})") from exc
+        region = region.transpose(self._perm)
+        return region if region.ndim == 3 else region[:, :, None]
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+class PillowSource:
+    def __init__(self, path: Path) -> None:
+        from PIL import Image, UnidentifiedImageError
+
+        self.path = path
+        try:
+            with Image.open(path) as image:
+                data = np.asarray(image.convert("RGB") if image.mode == "P" else image)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise ImageReadError(f"{path}: not a readable image ({exc})") from exc
+        self._data = data if data.ndim == 3 else data[:, :, None]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        h, w, c = self._data.shape
+        return int(h), int(w), int(c)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._data.dtype
+
+    def read(self, box: Box) -> Array:
+        return self._data[box.y0:box.y1, box.x0:box.x1]
+
+    def close(self) -> None:
+        pass
+
+
+def open_image(path: Path, level: int = 0) -> ImageSource:
+    """Open an image for lazy regional reads; raises ImageReadError with the reason when it can't."""
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    name = path.name.lower()
+    if any(name.endswith(s) for s in PILLOW_SUFFIXES):
+        return PillowSource(path)
+    if any(name.endswith(s) for s in TIFF_SUFFIXES):
+        return TiffSource(path, level)
+    raise ImageReadError(
+        f"{path}: unsupported file type; use TIFF/BigTIFF/OME-TIFF/SVS, PNG or JPEG"
+    )
+
+
+def read_reflected(source: ImageSource, box: Box) -> Array:
+    """Pixels of a box that may reach past the image's bottom/right edge, filled by reflection."""
+    height, width, _ = source.shape
+    if box.y1 <= height and box.x1 <= width:
+        return source.read(box)
+    rows = reflect_indices(box.y0, box.y1, height)
+    cols = reflect_indices(box.x0, box.x1, width)
+    y0, x0 = int(rows.min()), int(cols.min())
+    slab = source.read(Box(y0, int(rows.max()) + 1, x0, int(cols.max()) + 1))
+    return slab[np.ix_(rows - y0, cols - x0)]

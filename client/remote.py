@@ -1,0 +1,141 @@
+"""The gRPC stub wrapper: NumPy arrays in and out, status codes turned back into tilecast errors."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+from tilecast.proto import tensors
+from tilecast.proto.errors import TilecastError, error_for_status
+from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc, manifest_pb2
+
+Array = npt.NDArray[Any]
+T = TypeVar("T")
+DEFAULT_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def translate(exc: grpc.RpcError) -> TilecastError:
+    """The tilecast error a failed call stands for, with the server's message."""
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE and not details:
+        details = "server unavailable"
+    return error_for_status(code, details or code.name)
+
+
+def _call(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except grpc.RpcError as exc:
+        raise translate(exc) from exc
+
+
+class Client:
+    """A connection to one or more tilecast servers.
+
+    Several addresses are spread over with gRPC's round_robin policy (`ipv4:a:p1,b:p2` targets).
+    """
+
+    def __init__(self, address: str | Sequence[str], *, max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
+                 timeout: float | None = 60.0) -> None:
+        addresses = [address] if isinstance(address, str) else list(address)
+        target = addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.lb_policy_name", "round_robin"),
+        ]
+        self.address = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target, options=options)
+        self._stub = inference_pb2_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the channel connects, or raise Unavailable after `timeout` seconds."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise error_for_status(
+                grpc.StatusCode.UNAVAILABLE, f"no tilecast server answered at {self.address} within {timeout:g} s"
+            ) from None
+
+    def list_models(self) -> list[inference_pb2.ModelStatus]:
+        response = _call(lambda: self._stub.ListModels(inference_pb2.ListModelsRequest(), timeout=self.timeout))
+        return list(response.models)
+
+    def get_model(self, name: str, version: int = 0) -> manifest_pb2.ModelManifest:
+        request = inference_pb2.GetModelRequest(name=name, version=version)
+        response: inference_pb2.GetModelResponse = _call(lambda: self._stub.GetModel(request, timeout=self.timeout))
+        return response.manifest
+
+    def predict(self, model: str, batch: Array, *, version: int = 0,
+                parameters: inference_pb2.ImageParameters | None = None) -> list[Array]:
+        """Run an NHWC batch in one call; returns each output with the batch axis first."""
+        request = inference_pb2.PredictRequest(
+            model=model, version=version, tiles=tensors.encode(batch), parameters=parameters
+        )
+        response = _call(lambda: self._stub.Predict(request, timeout=self.timeout))
+        return [np.array(tensors.decode(t)) for t in response.outputs]
+
+    def stream(
+        self,
+        model: str,
+        tiles: Iterable[tuple[int, Array]],
+        *,
+        version: int = 0,
+        parameters: inference_pb2.ImageParameters | None = None,
+        window: int = 32,
+        timeout: float | None = None,
+    ) -> Generator[tuple[int, list[Array]], None, None]:
+        """Stream (id, HWC tile) pairs; yield (id, outputs) as results arrive, in any order.
+
+        At most `window` tiles are in flight: the next tile is read only when a result comes back,
+        so memory is bounded by the window whatever the number of tiles.
+        """
+        slots = threading.Semaphore(window)
+        finished = threading.Event()
+        source_errors: list[BaseException] = []
+
+        def requests() -> Iterator[inference_pb2.StreamPredictRequest]:
+            header = inference_pb2.StreamHeader(model=model, version=version, parameters=parameters)
+            yield inference_pb2.StreamPredictRequest(header=header)
+            try:
+                for tile_id, tile in tiles:
+                    while not slots.acquire(timeout=0.1):
+                        if finished.is_set():
+                            return
+                    if finished.is_set():
+                        return
+                    message = inference_pb2.Tile(id=tile_id, tensor=tensors.encode(tile))
+                    yield inference_pb2.StreamPredictRequest(tile=message)
+            except Exception as exc:  # reading a tile failed: end the stream, re-raise in the caller
+                source_errors.append(exc)
+
+        call = self._stub.StreamPredict(requests(), timeout=timeout)
+        try:
+            for response in call:
+                slots.release()
+                result = response.result
+                yield result.id, [tensors.decode(t) for t in result.outputs]
+        except grpc.RpcError as exc:
+            raise translate(exc) from exc
+        finally:
+            finished.set()
+            call.cancel()
+        if source_errors:
+            raise source_errors[0]

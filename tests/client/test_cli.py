@@ -1,0 +1,45 @@
+"""The CLI over a real server: a conversion, and user mistakes shown as one line, not a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from tilecast.server.app import ServerThread
+from typer.testing import CliRunner
+
+from tests.conftest import RGB_MODEL
+from tilecast.cli import app
+
+runner = CliRunner()
+
+
+def test_convert_and_models(tmp_path: Path, server: ServerThread) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (100, 130, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", image, photometric="rgb")
+    address = f"127.0.0.1:{server.port}"
+    result = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), "-m", RGB_MODEL, "-s", address,
+                                 "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert tifffile.imread(tmp_path / "out" / "a.tif").shape == (100, 130, 3)
+    listing = runner.invoke(app, ["models", "-s", address])
+    assert listing.exit_code == 0 and RGB_MODEL in listing.output and "ready" in listing.output
+
+
+def test_user_mistakes_are_one_clear_line(tmp_path: Path, server: ServerThread) -> None:
+    address = f"127.0.0.1:{server.port}"
+    gray = tmp_path / "gray.tif"
+    tifffile.imwrite(gray, np.zeros((64, 64), np.uint8))
+    cases = [
+        (["convert", str(tmp_path / "missing.tif"), "-m", RGB_MODEL, "-s", address], "no such file"),
+        (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "-o", str(tmp_path / "o.tif")],
+         "has 1 channel(s); model rgb-generator takes 3"),
+        (["convert", str(gray), "-m", "nope", "-s", address], "model 'nope' not found"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert message in " ".join(result.output.split()), result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "o.tif").exists()

@@ -1,0 +1,73 @@
+"""Readers return the pixels that were written, for each supported layout, and fail clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from tilecast.client.reader import ImageReadError, open_image, read_reflected
+from tilecast.client.tiling import Box
+
+from tests.conftest import SHARED_TESTDATA
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "kwargs"),
+    [
+        ((300, 200, 3), np.uint8, {"photometric": "rgb", "tile": (64, 64)}),
+        ((300, 200), np.uint16, {"photometric": "minisblack"}),
+        ((300, 200, 3), np.uint8, {"photometric": "rgb", "rowsperstrip": 7, "compression": "zlib"}),
+        ((4, 300, 200), np.uint16, {"photometric": "minisblack", "planarconfig": "separate"}),
+    ],
+    ids=["tiled-rgb", "gray16", "stripped-zlib", "planar-4ch"],
+)
+def test_tiff_regions(tmp_path: Path, shape: tuple[int, ...], dtype: type, kwargs: dict[str, Any]) -> None:
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    path = tmp_path / "image.tif"
+    tifffile.imwrite(path, data, **kwargs)
+    hwc = data.transpose(1, 2, 0) if len(shape) == 3 and shape[0] == 4 else data
+    hwc = hwc if hwc.ndim == 3 else hwc[:, :, None]
+    image = open_image(path)
+    try:
+        assert image.shape == hwc.shape and image.dtype == dtype
+        np.testing.assert_array_equal(image.read(Box(37, 251, 5, 199)), hwc[37:251, 5:199])
+        np.testing.assert_array_equal(
+            read_reflected(image, Box(280, 312, 180, 208)),
+            np.pad(hwc, ((0, 12), (0, 8), (0, 0)), mode="reflect")[280:312, 180:208],
+        )
+    finally:
+        image.close()
+
+
+def test_png(tmp_path: Path) -> None:
+    data = np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    Image.fromarray(data).save(tmp_path / "a.png")
+    image = open_image(tmp_path / "a.png")
+    np.testing.assert_array_equal(image.read(Box(0, 50, 0, 70)), data)
+
+
+@pytest.mark.skipif(not (SHARED_TESTDATA / "aperio-small.svs").is_file(), reason="shared test data absent")
+def test_real_aperio_svs() -> None:
+    image = open_image(SHARED_TESTDATA / "aperio-small.svs")
+    try:
+        assert image.shape == (16, 16, 3) and image.dtype == np.uint8
+        region = image.read(Box(0, 16, 0, 16))
+        assert region.shape == (16, 16, 3) and region.std() > 0  # JPEG-decoded real pixels
+    finally:
+        image.close()
+
+
+def test_errors_name_the_file_and_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ImageReadError, match="no such file"):
+        open_image(tmp_path / "missing.tif")
+    (tmp_path / "corrupt.tif").write_bytes(b"II*\x00" + b"\x13" * 64)
+    with pytest.raises(ImageReadError, match=r"corrupt\.tif"):
+        open_image(tmp_path / "corrupt.tif")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ImageReadError, match="unsupported file type"):
+        open_image(tmp_path / "notes.txt")

@@ -1,0 +1,58 @@
+"""Shared fixtures: a model exported by the project's own exporter, and a real server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from tilecast.client.remote import Client
+from tilecast.server.app import ServerThread
+from tilecast.server.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
+RGB_MODEL = "rgb-generator"
+
+# Timing is not what these properties test; a loaded 2-core machine must not fail them.
+settings.register_profile("tilecast", deadline=None)
+settings.load_profile("tilecast")
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository with one RGB -> RGB resnet_6blocks generator (random weights, no image-global ops),
+    made by the real training registry and exporter."""
+    import torch
+    from tilecast.export.onnx_export import ExportConfig, export_generator
+    from tilecast.training.models import create_model
+
+    root = tmp_path_factory.mktemp("repo")
+    torch.manual_seed(0)
+    kwargs = {"input_nc": 3, "output_nc": 3, "ngf": 8, "norm": "batch"}
+    generator = create_model("resnet_6blocks", **kwargs)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so the folded affine matters
+        for module in generator.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                assert module.running_mean is not None and module.running_var is not None
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    checkpoint = root / "checkpoint.pt"
+    torch.save({"arch": "resnet_6blocks", "model_kwargs": kwargs, "state_dict": generator.state_dict(),
+                "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}}, checkpoint)
+    export_generator(ExportConfig(checkpoint, root / "models", RGB_MODEL, tile_size=256, max_size=1024,
+                                  max_batch_size=8))
+    return root / "models"
+
+
+@pytest.fixture(scope="session")
+def server(model_repository: Path) -> Iterator[ServerThread]:
+    with ServerThread(Settings(repository=model_repository, port=0, host="127.0.0.1")) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: ServerThread) -> Iterator[Client]:
+    with Client(f"127.0.0.1:{server.port}", timeout=60) as connected:
+        yield connected

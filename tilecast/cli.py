@@ -1,0 +1,33 @@
+"""The `tilecast` command, composed from each component's own command module.
+
+Command modules import their heavy dependencies inside the commands, so `tilecast --help` works
+with any subset of extras installed.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from tilecast import __version__, demo
+from tilecast.client import cli as client_cli
+from tilecast.console import out
+from tilecast.export import cli as export_cli
+from tilecast.server import cli as server_cli
+from tilecast.training import cli as training_cli
+
+app = typer.Typer(
+    name="tilecast", no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Run trained image models on microscopy and pathology images of any size.",
+)
+app.command("serve")(server_cli.serve)
+app.command("convert")(client_cli.convert)
+app.command("models")(client_cli.models)
+app.command("demo")(demo.demo)
+app.add_typer(training_cli.app, name="train")
+app.add_typer(export_cli.app, name="export")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the installed tilecast version."""
+    out.print(__version__)

@@ -1,0 +1,49 @@
+"""What every command module shares: one console, and user errors shown as one clear line."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from tilecast.proto.errors import TilecastError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console(stderr=True)
+out = Console()
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(message)s", datefmt="[%X]",
+        handlers=[RichHandler(console=console, show_path=False)], force=True,
+    )
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn the errors a person can act on into one line and a non-zero exit, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except TilecastError as exc:
+            raise fail(str(exc)) from exc
+        except (FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError, ValueError) as exc:
+            raise fail(str(exc)) from exc
+        except ImportError as exc:
+            raise fail(f"{exc}. Install the extra this command needs, e.g. pip install 'tilecast[all]'") from exc
+
+    return wrapper

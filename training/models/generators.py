@@ -1,0 +1,114 @@
+"""Image-to-image generators with the module structure and state-dict keys of
+pytorch-CycleGAN-and-pix2pix (https://github.com/junyanz/pytorch-CycleGAN-and-pix2pix), so its
+checkpoints load unchanged: `model.<i>` indices of one nn.Sequential, `conv_block.<j>` inside blocks,
+and its rule that convolutions carry a bias only when the norm is instance norm.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+from tilecast.training.models.registry import register_model
+from torch import nn
+
+NormLayer = Callable[[int], nn.Module]
+
+
+def norm_layer(kind: str) -> NormLayer:
+    """'batch', 'instance' or 'none', built the way the reference code builds them."""
+    if kind == "batch":
+        return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
+    if kind == "instance":
+        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    if kind == "none":
+        return lambda channels: nn.Identity()
+    raise ValueError(f"norm {kind!r} is not one of batch, instance, none")
+
+
+def _conv_bias(norm: str) -> bool:
+    # The reference code gives convolutions a bias only under instance norm (none included: no bias).
+    return norm == "instance"
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, dim: int, norm: NormLayer, use_dropout: bool, use_bias: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=use_bias), norm(dim), nn.ReLU(True),
+        ]
+        if use_dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=use_bias), norm(dim)]
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual: torch.Tensor = self.conv_block(x)
+        return x + residual
+
+
+class ResnetGenerator(nn.Module):
+    """c7s1-ngf, two stride-2 downsamplings, n residual blocks at 1/4 resolution, two upsamplings, tanh.
+
+    Input edges must be multiples of 4.
+    """
+
+    size_multiple = 4
+
+    def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, norm: str = "batch",
+                 use_dropout: bool = False, n_blocks: int = 9) -> None:
+        super().__init__()
+        make_norm, bias = norm_layer(norm), _conv_bias(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=bias), make_norm(ngf), nn.ReLU(True),
+        ]
+        for i in range(2):  # (N, ngf, H, W) -> (N, 4 ngf, H/4, W/4)
+            c = ngf * 2**i
+            layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=bias), make_norm(2 * c), nn.ReLU(True)]
+        layers += [ResnetBlock(4 * ngf, make_norm, use_dropout, bias) for _ in range(n_blocks)]
+        for i in range(2):  # back to (N, ngf, H, W)
+            c = ngf * 2 ** (2 - i)
+            layers += [
+                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                make_norm(c // 2), nn.ReLU(True),
+            ]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.model(x)
+        return y
+
+
+@register_model
+def resnet_6blocks(**kwargs: object) -> nn.Module:
+    return ResnetGenerator(n_blocks=6, **kwargs)  # type: ignore[arg-type]
+
+
+@register_model
+def resnet_9blocks(**kwargs: object) -> nn.Module:
+    return ResnetGenerator(n_blocks=9, **kwargs)  # type: ignore[arg-type]
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: a grid of real/fake scores, each over a patch of the (input, target) pair."""
+
+    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> None:
+        super().__init__()
+        make_norm, bias = norm_layer(norm), _conv_bias(norm)
+        layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [
+                nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1, bias=bias),
+                make_norm(ndf * mult), nn.LeakyReLU(0.2, True),
+            ]
+        layers += [nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.model(x)
+        return y
