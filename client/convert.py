@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from tilecast.client.reader import ImageSource, open_image, read_reflected
 from tilecast.client.remote import Client
 from tilecast.client.tiling import Grid, crop_core

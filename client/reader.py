@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
 from tilecast.client.tiling import Box, reflect_indices
 from tilecast.proto.errors import InvalidArgument
 

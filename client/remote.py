@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 import numpy.typing as npt
+
 from tilecast.proto import tensors
 from tilecast.proto.errors import TilecastError, error_for_status
 from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc, manifest_pb2

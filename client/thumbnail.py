@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from tilecast.client.reader import open_image
 from tilecast.client.tiling import Box
 

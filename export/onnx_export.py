@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+
+import tilecast
 from tilecast.export.receptive_field import has_global_ops, measure_receptive_radius
 from tilecast.export.wrappers import Uint8ImageGenerator
 from tilecast.proto import manifest as manifest_io
@@ -22,8 +24,6 @@ from tilecast.proto.v1 import manifest_pb2
 from tilecast.training.data.paired import load_paired
 from tilecast.training.models import create_model
 from tilecast.training.pix2pix import load_checkpoint
-
-import tilecast
 
 log = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = "image", "generated"

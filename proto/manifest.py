@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from google.protobuf import json_format
+
 from tilecast.proto.errors import ManifestError
 from tilecast.proto.v1 import manifest_pb2
 

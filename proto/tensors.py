@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+
 from tilecast.proto.errors import InvalidArgument
 from tilecast.proto.v1 import inference_pb2, manifest_pb2
 

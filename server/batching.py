@@ -18,6 +18,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from tilecast.proto.errors import Internal, ResourceExhausted, TilecastError, Unavailable
 from tilecast.server.backends.base import Array
 

@@ -13,6 +13,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 import numpy as np
+
 from tilecast.proto import tensors
 from tilecast.proto.errors import InvalidArgument, TilecastError
 from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from tilecast.proto import tensors
 from tilecast.proto.errors import InvalidArgument
 from tilecast.proto.v1 import inference_pb2, manifest_pb2

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
 from tilecast.client.remote import Client
 from tilecast.server.app import ServerThread
 from tilecast.server.settings import Settings
@@ -25,6 +26,7 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository with one RGB -> RGB resnet_6blocks generator (random weights, no image-global ops),
     made by the real training registry and exporter."""
     import torch
+
     from tilecast.export.onnx_export import ExportConfig, export_generator
     from tilecast.training.models import create_model
 

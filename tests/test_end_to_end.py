@@ -8,10 +8,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tifffile
-from tilecast.client import Client, ConvertOptions, convert_image
-from tilecast.server.app import ServerThread
 
 from tests.conftest import RGB_MODEL
+from tilecast.client import Client, ConvertOptions, convert_image
+from tilecast.server.app import ServerThread
 
 
 def whole_image_inference(model_repository: Path, image: np.ndarray, multiple: int) -> np.ndarray:

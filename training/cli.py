@@ -29,6 +29,7 @@ def pix2pix(
 ) -> None:
     """Train a pix2pix generator (L1 + PatchGAN) on paired images."""
     from rich.progress import Progress
+
     from tilecast.training.pix2pix import Pix2PixConfig, train
 
     setup_logging("INFO")

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from tilecast.training.data.paired import PairedImages, RandomPairCrops, load_paired, to_tensor
 from tilecast.training.models import create_model
 from tilecast.training.models.generators import PatchDiscriminator
-from torch import nn
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
 from tilecast.proto.errors import ManifestError
 from tilecast.server.backends.base import Array, TensorInfo
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from tilecast.server.app import ServerThread
 from typer.testing import CliRunner
 
 from tests.conftest import RGB_MODEL
 from tilecast.cli import app
+from tilecast.server.app import ServerThread
 
 runner = CliRunner()
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from tilecast.client.reader import ImageReadError, open_image, read_reflected
-from tilecast.client.tiling import Box
 
 from tests.conftest import SHARED_TESTDATA
+from tilecast.client.reader import ImageReadError, open_image, read_reflected
+from tilecast.client.tiling import Box
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tilecast.client.tiling import Grid, crop_core, reflect_indices
 
 multiples = st.sampled_from([1, 2, 4, 8])

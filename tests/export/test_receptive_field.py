@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tilecast.export.receptive_field import has_global_ops, measure_receptive_radius
 from tilecast.training.models import create_model
 

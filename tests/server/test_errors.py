@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 import pytest
+
+from tests.conftest import RGB_MODEL
 from tilecast.client.remote import Client
 from tilecast.proto import tensors
 from tilecast.proto.errors import InvalidArgument, NotFound, TilecastError
 from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc
 from tilecast.server.app import ServerThread
-
-from tests.conftest import RGB_MODEL
 
 
 def tile_message(tensor: inference_pb2.Tensor, tile_id: int = 0) -> inference_pb2.StreamPredictRequest:

@@ -7,14 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import RGB_MODEL
 from tilecast.client.remote import Client
 from tilecast.proto import manifest as manifest_io
 from tilecast.proto.errors import ManifestError, Unavailable
 from tilecast.proto.v1 import inference_pb2
 from tilecast.server.app import ServerThread
 from tilecast.server.settings import Settings
-
-from tests.conftest import RGB_MODEL
 
 
 def copy_version(model_repository: Path, target: Path, name: str) -> Path:

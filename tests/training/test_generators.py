@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from tilecast.training.models import create_model, list_models
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
 from tilecast.training.data.paired import load_paired
 from tilecast.training.pix2pix import Pix2PixConfig, load_checkpoint, train
 

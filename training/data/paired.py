@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+
 from tilecast.training.data.samples import ihc_image, to_gray
 
 Array = npt.NDArray[Any]

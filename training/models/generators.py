@@ -10,8 +10,9 @@ import functools
 from collections.abc import Callable
 
 import torch
-from tilecast.training.models.registry import register_model
 from torch import nn
+
+from tilecast.training.models.registry import register_model
 
 NormLayer = Callable[[int], nn.Module]
 
