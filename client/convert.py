@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tilecast.client.reader import ImageSource, open_image, read_reflected
-from tilecast.client.remote import Client
+from tilecast.client.remote import Client, TileReply
 from tilecast.client.tiling import Grid, crop_core
 from tilecast.client.writer import write_tiled_tiff
 from tilecast.proto import tensors
@@ -80,18 +80,16 @@ def check_compatible(manifest: manifest_pb2.ModelManifest, image: ImageSource) -
         raise InvalidArgument(f"model {manifest.name}: only image-to-image generators can be converted yet")
 
 
-def _ordered_cores(
-    results: Iterator[tuple[int, list[Array]]], grid: Grid, progress: Progress | None
-) -> Iterator[Array]:
+def _ordered_cores(results: Iterator[TileReply], grid: Grid, progress: Progress | None) -> Iterator[Array]:
     """Yield each tile's core in grid order, holding early arrivals in a reorder buffer."""
     waiting: dict[int, Array] = {}
     for tile in grid:
         while tile.index not in waiting:
             try:
-                tile_id, outputs = next(results)
+                reply = next(results)
             except StopIteration:
                 raise InvalidArgument(f"the server ended the stream before tile {tile.index}") from None
-            waiting[tile_id] = outputs[0]
+            waiting[reply.id] = reply.outputs[0]
         output = waiting.pop(tile.index)
         expected = (tile.source.height, tile.source.width)
         if output.shape[:2] != expected:

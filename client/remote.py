@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -18,6 +19,18 @@ from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc, manifest_pb2
 Array = npt.NDArray[Any]
 T = TypeVar("T")
 DEFAULT_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TileReply:
+    """One streamed result: the tile's id, its outputs, and where its time went in the server."""
+
+    id: int
+    outputs: list[Array]
+    version: int
+    queue_us: int
+    compute_us: int
+    batch_size: int
 
 
 def translate(exc: grpc.RpcError) -> TilecastError:
@@ -102,8 +115,8 @@ class Client:
         parameters: inference_pb2.ImageParameters | None = None,
         window: int = 32,
         timeout: float | None = None,
-    ) -> Generator[tuple[int, list[Array]], None, None]:
-        """Stream (id, HWC tile) pairs; yield (id, outputs) as results arrive, in any order.
+    ) -> Generator[TileReply, None, None]:
+        """Stream (id, HWC tile) pairs; yield a TileReply for each as results arrive, in any order.
 
         At most `window` tiles are in flight: the next tile is read only when a result comes back,
         so memory is bounded by the window whatever the number of tiles.
@@ -131,8 +144,9 @@ class Client:
         try:
             for response in call:
                 slots.release()
-                result = response.result
-                yield result.id, [tensors.decode(t) for t in result.outputs]
+                result, timing = response.result, response.result.timing
+                yield TileReply(result.id, [tensors.decode(t) for t in result.outputs], response.version,
+                                timing.queue_us, timing.compute_us, timing.batch_size)
         except grpc.RpcError as exc:
             raise translate(exc) from exc
         finally:

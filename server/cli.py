@@ -1,45 +1,58 @@
-"""`tilecast serve`."""
+"""`tilecast serve`: every flag has a TILECAST_* environment variable and a field in `Settings`."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from tilecast.console import setup_logging, user_errors
+from tilecast.console import user_errors
+
+
+def _opt(env: str, help_text: str = "") -> Any:
+    """An option read from the flag or from TILECAST_<env>."""
+    return typer.Option(envvar=f"TILECAST_{env}", help=help_text)
 
 
 @user_errors
 def serve(
-    repository: Annotated[Path, typer.Option(envvar="TILECAST_REPOSITORY", help="Model repository folder.")] = Path(
-        "models"),
-    host: Annotated[str, typer.Option(envvar="TILECAST_HOST", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="TILECAST_PORT", help="gRPC port; 0 picks a free one.")] = 8500,
-    max_batch_size: Annotated[int, typer.Option(envvar="TILECAST_MAX_BATCH_SIZE")] = 8,
-    max_queue_delay_ms: Annotated[float, typer.Option(envvar="TILECAST_MAX_QUEUE_DELAY_MS",
-                                                      help="Wait this long for fuller batches.")] = 0.0,
-    max_queue_size: Annotated[int, typer.Option(envvar="TILECAST_MAX_QUEUE_SIZE")] = 512,
-    instances: Annotated[int, typer.Option(envvar="TILECAST_INSTANCES",
-                                           help="Concurrent engine calls per model.")] = 1,
-    threads: Annotated[int, typer.Option(envvar="TILECAST_THREADS",
-                                         help="Engine threads per call; 0 = one per core.")] = 0,
-    max_message_mb: Annotated[int, typer.Option(envvar="TILECAST_MAX_MESSAGE_MB")] = 64,
-    grace_period_s: Annotated[float, typer.Option(envvar="TILECAST_GRACE_PERIOD_S")] = 10.0,
-    log_level: Annotated[str, typer.Option(envvar="TILECAST_LOG_LEVEL")] = "INFO",
+    repository: Annotated[Path, _opt("REPOSITORY", "Model repository folder.")] = Path("models"),
+    host: Annotated[str, _opt("HOST", "Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, _opt("PORT", "gRPC port; 0 picks a free one.")] = 8500,
+    metrics_port: Annotated[int, _opt("METRICS_PORT", "Prometheus /metrics port; -1 turns it off.")] = 8502,
+    max_batch_size: Annotated[int, _opt("MAX_BATCH_SIZE", "Largest batch per engine call.")] = 8,
+    max_queue_delay_ms: Annotated[float, _opt(
+        "MAX_QUEUE_DELAY_MS", "How long a freed instance waits for a fuller batch while another computes.")] = 0.0,
+    max_queue_size: Annotated[int, _opt("MAX_QUEUE_SIZE", "Tiles waiting per model before refusing more.")] = 512,
+    stream_window: Annotated[int, _opt("STREAM_WINDOW", "Tiles in flight per stream.")] = 64,
+    instances: Annotated[int, _opt("INSTANCES", "Engine instances per model version.")] = 1,
+    threads: Annotated[int, _opt("THREADS", "Engine threads per instance; 0 = cores / instances.")] = 0,
+    providers: Annotated[str, _opt("PROVIDERS", "Engines in order of preference: tensorrt,cuda,cpu.")] = (
+        "tensorrt,cuda,cpu"),
+    trt_fp16: Annotated[bool, _opt("TRT_FP16", "Let the TensorRT EP use fp16.")] = False,
+    max_message_mb: Annotated[int, _opt("MAX_MESSAGE_MB", "Largest gRPC message accepted.")] = 64,
+    repository_poll_s: Annotated[float, _opt(
+        "REPOSITORY_POLL_S", "Rescan the repository this often (0 = load at start only).")] = 0.0,
+    grace_period_s: Annotated[float, _opt("GRACE_PERIOD_S", "Time to finish work in flight at shutdown.")] = 10.0,
+    log_level: Annotated[str, _opt("LOG_LEVEL")] = "INFO",
+    log_format: Annotated[str, _opt("LOG_FORMAT", "text or json.")] = "text",
 ) -> None:
     """Serve every model in a repository over gRPC until SIGTERM or Ctrl-C."""
     from tilecast.server.app import serve_until_signalled
+    from tilecast.server.logs import configure
     from tilecast.server.settings import Settings
 
-    setup_logging(log_level)
     settings = Settings(
-        repository=repository, host=host, port=port, max_batch_size=max_batch_size,
-        max_queue_delay_ms=max_queue_delay_ms, max_queue_size=max_queue_size, instances=instances,
-        intra_op_threads=threads, max_message_bytes=max_message_mb * 1024 * 1024,
-        grace_period_s=grace_period_s, log_level=log_level,
+        repository=repository, host=host, port=port, metrics_port=metrics_port, max_batch_size=max_batch_size,
+        max_queue_delay_ms=max_queue_delay_ms, max_queue_size=max_queue_size,
+        max_tiles_in_flight_per_stream=stream_window, instances=instances, intra_op_threads=threads,
+        providers=tuple(p.strip() for p in providers.split(",") if p.strip()), trt_fp16=trt_fp16,
+        max_message_bytes=max_message_mb * 1024 * 1024, repository_poll_s=repository_poll_s,
+        grace_period_s=grace_period_s, log_level=log_level, log_format=log_format,
     )
+    configure(log_level, log_format)
     try:
         asyncio.run(serve_until_signalled(settings))
     except OSError as exc:

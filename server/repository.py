@@ -9,13 +9,13 @@ from pathlib import Path
 
 from tilecast.proto import manifest as manifest_io
 from tilecast.proto import tensors
-from tilecast.proto.errors import ManifestError, NotFound, TilecastError, Unavailable
+from tilecast.proto.errors import ManifestError, NotFound, TilecastError
 from tilecast.proto.v1 import inference_pb2, manifest_pb2
 from tilecast.server.backends.base import Backend, TensorInfo
 
 log = logging.getLogger(__name__)
 
-OpenBackend = Callable[[Path], Backend]
+OpenBackends = Callable[[Path, manifest_pb2.ModelManifest], list[Backend]]  # one engine per instance
 
 
 @dataclass
@@ -28,7 +28,8 @@ class ModelVersion:
     state: inference_pb2.ModelState = inference_pb2.MODEL_STATE_LOADING
     reason: str = ""
     manifest: manifest_pb2.ModelManifest | None = None
-    backend: Backend | None = field(default=None, repr=False)
+    backends: list[Backend] = field(default_factory=list, repr=False)
+    fingerprint: str = ""  # sha256 of manifest.json: a changed file means a replaced version
 
     def status(self) -> inference_pb2.ModelStatus:
         kind = self.manifest.kind if self.manifest else manifest_pb2.MODEL_KIND_UNSPECIFIED
@@ -83,50 +84,31 @@ def scan(root: Path) -> list[tuple[str, int, Path]]:
     return sorted(found, key=lambda item: (item[0], item[1]))
 
 
-def load_version(name: str, version: int, path: Path, open_backend: OpenBackend) -> ModelVersion:
+def fingerprint(version_dir: Path) -> str:
+    """Identity of a version's contents: the manifest lists the sha256 of every other file."""
+    try:
+        return manifest_io.sha256_file(version_dir / manifest_io.MANIFEST_FILE)
+    except OSError:
+        return "missing"
+
+
+def load_version(name: str, version: int, path: Path, open_backends: OpenBackends) -> ModelVersion:
     """Load one version; failures are recorded on the result, never raised."""
-    entry = ModelVersion(name, version, path)
+    entry = ModelVersion(name, version, path, fingerprint=fingerprint(path))
     try:
         manifest = manifest_io.load_version(path)
-        backend = open_backend(path / manifest_io.ONNX_FILE)
-        check_io(manifest, backend)
+        backends = open_backends(path, manifest)
+        for backend in backends:
+            check_io(manifest, backend)
     except TilecastError as exc:
         entry.state, entry.reason = inference_pb2.MODEL_STATE_FAILED, str(exc)
         log.error("model %s version %d failed to load: %s", name, version, exc)
         return entry
-    entry.manifest, entry.backend = manifest, backend
+    except Exception as exc:  # an engine's own failure (driver, plugin): report it, keep the others serving
+        entry.state, entry.reason = inference_pb2.MODEL_STATE_FAILED, f"{type(exc).__name__}: {exc}"
+        log.exception("model %s version %d failed to load", name, version)
+        return entry
+    entry.manifest, entry.backends = manifest, backends
     entry.state = inference_pb2.MODEL_STATE_READY
-    log.info("model %s version %d ready (%s)", name, version, backend.name)
+    log.info("model %s version %d ready (%s)", name, version, backends[0].name)
     return entry
-
-
-class Registry:
-    """The loaded versions by name, and lookups that say exactly what is missing."""
-
-    def __init__(self, versions: list[ModelVersion]) -> None:
-        self.versions = versions
-
-    def statuses(self) -> list[inference_pb2.ModelStatus]:
-        return [v.status() for v in self.versions]
-
-    def get(self, name: str, version: int = 0) -> ModelVersion:
-        """The requested version, or the newest ready one when version is 0."""
-        candidates = [v for v in self.versions if v.name == name]
-        if not candidates:
-            known = sorted({v.name for v in self.versions})
-            raise NotFound(f"model {name!r} not found; this server has {known or 'no models'}")
-        if version:
-            match = [v for v in candidates if v.version == version]
-            if not match:
-                have = [v.version for v in candidates]
-                raise NotFound(f"model {name!r} has no version {version}; versions: {have}")
-            chosen = match[0]
-        else:
-            ready = [v for v in candidates if v.state == inference_pb2.MODEL_STATE_READY]
-            if not ready:
-                reasons = "; ".join(f"v{v.version}: {v.reason}" for v in candidates)
-                raise Unavailable(f"model {name!r} has no ready version ({reasons})")
-            chosen = ready[-1]
-        if chosen.state != inference_pb2.MODEL_STATE_READY:
-            raise Unavailable(f"model {name!r} version {chosen.version} is not ready: {chosen.reason}")
-        return chosen

@@ -1,6 +1,6 @@
 """The tilecast.v1.Inference servicer: protobuf in, NumPy to the batchers, protobuf out.
 
-Typed errors become gRPC status codes here, in one place (the two decorators below).
+Typed errors become gRPC status codes here, in one place (`_handle_errors` and the two decorators).
 """
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -18,8 +20,9 @@ from tilecast.proto import tensors
 from tilecast.proto.errors import InvalidArgument, TilecastError
 from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc
 from tilecast.server.backends.base import Array
-from tilecast.server.batching import DynamicBatcher
-from tilecast.server.repository import ModelVersion, Registry
+from tilecast.server.batching import TileOutputs
+from tilecast.server.metrics import Metrics
+from tilecast.server.models import ModelManager, Served
 from tilecast.server.settings import Settings
 from tilecast.server.validation import check_image_tensor, parameter_feeds
 
@@ -38,86 +41,126 @@ async def _abort(context: Context, exc: BaseException) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, f"internal server error: {type(exc).__name__}: {exc}")
 
 
+def _model_of(request: object) -> str:
+    return getattr(request, "model", "") or getattr(request, "name", "")
+
+
 def unary_errors(
     handler: Callable[[Any, Req, Context], Awaitable[Resp]],
 ) -> Callable[[Any, Req, Context], Awaitable[Resp]]:
     @functools.wraps(handler)
-    async def wrapper(self: Any, request: Req, context: Context) -> Resp:
+    async def wrapper(self: InferenceServicer, request: Req, context: Context) -> Resp:
+        code = "OK"
         try:
             return await handler(self, request, context)
-        except (TilecastError, Exception) as exc:
+        except Exception as exc:
+            code = exc.code.name if isinstance(exc, TilecastError) else "INTERNAL"
             await _abort(context, exc)
             raise  # unreachable: abort raises
+        finally:
+            self.count(_model_of(request), handler.__name__, code)
 
     return wrapper
+
+
+@dataclass
+class CallRecord:
+    """What a streaming handler learns as it goes, for the request counter."""
+
+    model: str = ""
+    code: str = "OK"
 
 
 def stream_errors(
-    handler: Callable[[Any, Req, Context], AsyncIterator[Resp]],
+    handler: Callable[[Any, Req, Context, CallRecord], AsyncIterator[Resp]],
 ) -> Callable[[Any, Req, Context], AsyncIterator[Resp]]:
     @functools.wraps(handler)
-    async def wrapper(self: Any, requests: Req, context: Context) -> AsyncIterator[Resp]:
+    async def wrapper(self: InferenceServicer, requests: Req, context: Context) -> AsyncIterator[Resp]:
+        record = CallRecord()
         try:
-            async for item in handler(self, requests, context):
+            async for item in handler(self, requests, context, record):
                 yield item
-        except (TilecastError, Exception) as exc:
+        except asyncio.CancelledError:
+            record.code = "CANCELLED"
+            raise
+        except Exception as exc:
+            record.code = exc.code.name if isinstance(exc, TilecastError) else "INTERNAL"
             await _abort(context, exc)
+        finally:
+            self.count(record.model, handler.__name__, record.code)
 
     return wrapper
 
 
+def _deadline(context: Context) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def _timing(result: TileOutputs) -> inference_pb2.ServerTiming:
+    return inference_pb2.ServerTiming(queue_us=int(result.queue_seconds * 1e6),
+                                      compute_us=int(result.compute_seconds * 1e6), batch_size=result.batch_size)
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
-    def __init__(self, registry: Registry, batchers: dict[tuple[str, int], DynamicBatcher],
-                 settings: Settings) -> None:
-        self._registry = registry
-        self._batchers = batchers
+    def __init__(self, models: ModelManager, metrics: Metrics, settings: Settings) -> None:
+        self._models = models
+        self._metrics = metrics
         self._settings = settings
 
-    def _resolve(self, name: str, version: int) -> tuple[ModelVersion, DynamicBatcher]:
-        entry = self._registry.get(name, version)
-        return entry, self._batchers[(entry.name, entry.version)]
+    def count(self, model: str, method: str, code: str) -> None:
+        self._metrics.requests.labels(model or "-", method, code).inc()
 
     @unary_errors
     async def ListModels(
         self, request: inference_pb2.ListModelsRequest, context: Context
     ) -> inference_pb2.ListModelsResponse:
-        return inference_pb2.ListModelsResponse(models=self._registry.statuses())
+        return inference_pb2.ListModelsResponse(models=self._models.statuses())
 
     @unary_errors
     async def GetModel(
         self, request: inference_pb2.GetModelRequest, context: Context
     ) -> inference_pb2.GetModelResponse:
-        entry = self._registry.get(request.name, request.version)
-        return inference_pb2.GetModelResponse(manifest=entry.manifest)
+        return inference_pb2.GetModelResponse(manifest=self._models.resolve(request.name, request.version).manifest)
 
     @unary_errors
     async def Predict(
         self, request: inference_pb2.PredictRequest, context: Context
     ) -> inference_pb2.PredictResponse:
-        entry, batcher = self._resolve(request.model, request.version)
-        assert entry.manifest is not None  # a ready version always has one
-        batch = check_image_tensor(entry.manifest, request.tiles, batched=True)
-        extra = parameter_feeds(entry.manifest, request.parameters)
-        name = entry.manifest.inputs[0].name
-        results = await asyncio.gather(*(batcher.submit({name: tile, **extra}) for tile in batch))
-        outputs = [tensors.encode(np.stack([r[i] for r in results])) for i in range(len(results[0]))]
-        return inference_pb2.PredictResponse(model=entry.name, version=entry.version, outputs=outputs)
+        async with self._models.lease(request.model, request.version) as served:
+            manifest = served.manifest
+            batch = check_image_tensor(manifest, request.tiles, batched=True)
+            extra = parameter_feeds(manifest, request.parameters)
+            name, deadline = manifest.inputs[0].name, _deadline(context)
+            assert served.batcher is not None  # a resolved version is ready
+            in_flight = self._metrics.in_flight.labels(request.model)
+            in_flight.inc(len(batch))
+            try:
+                results = await asyncio.gather(*(served.batcher.submit({name: t, **extra}, deadline) for t in batch))
+            finally:
+                in_flight.dec(len(batch))
+            outputs = [tensors.encode(np.stack([r.outputs[i] for r in results]))
+                       for i in range(len(results[0].outputs))]
+            slowest = max(results, key=lambda r: r.queue_seconds + r.compute_seconds)
+            return inference_pb2.PredictResponse(model=served.entry.name, version=served.entry.version,
+                                                 outputs=outputs, timing=_timing(slowest))
 
     @stream_errors
     async def StreamPredict(
-        self, requests: AsyncIterator[inference_pb2.StreamPredictRequest], context: Context
+        self, requests: AsyncIterator[inference_pb2.StreamPredictRequest], context: Context, record: CallRecord
     ) -> AsyncIterator[inference_pb2.StreamPredictResponse]:
         first = await anext(aiter(requests), None)
         if first is None:
             return
         if first.WhichOneof("item") != "header":
             raise InvalidArgument("the first message of a stream must be a header naming the model")
-        entry, batcher = self._resolve(first.header.model, first.header.version)
-        assert entry.manifest is not None
-        extra = parameter_feeds(entry.manifest, first.header.parameters)
-        tile_stream = _TileStream(entry, batcher, extra, self._settings.max_tiles_in_flight_per_stream)
-        async for response in tile_stream.run(requests):
-            yield response
+        record.model = first.header.model
+        async with self._models.lease(first.header.model, first.header.version) as served:
+            extra = parameter_feeds(served.manifest, first.header.parameters)
+            stream = _TileStream(served, extra, self._settings.max_tiles_in_flight_per_stream,
+                                 _deadline(context), self._metrics)
+            async for response in stream.run(requests):
+                yield response
 
 
 _DONE = object()
@@ -130,25 +173,31 @@ class _TileStream:
     control holds the client back.
     """
 
-    def __init__(self, entry: ModelVersion, batcher: DynamicBatcher, extra: dict[str, Array],
-                 window: int) -> None:
-        assert entry.manifest is not None
-        self._manifest = entry.manifest
-        self._input = entry.manifest.inputs[0].name
-        self._batcher = batcher
+    def __init__(self, served: Served, extra: dict[str, Array], window: int, deadline: float | None,
+                 metrics: Metrics) -> None:
+        assert served.batcher is not None
+        self._manifest = served.manifest
+        self._version = served.entry.version
+        self._input = self._manifest.inputs[0].name
+        self._batcher = served.batcher
         self._extra = extra
+        self._deadline = deadline
+        self._in_flight = metrics.in_flight.labels(self._manifest.name)
         self._slots = asyncio.Semaphore(window)
         self._results: asyncio.Queue[object] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _one(self, tile_id: int, tile: Array) -> None:
+        self._in_flight.inc()
         try:
-            outputs = await self._batcher.submit({self._input: tile, **self._extra})
-            result = inference_pb2.TileResult(id=tile_id, outputs=[tensors.encode(o) for o in outputs])
-            await self._results.put(inference_pb2.StreamPredictResponse(result=result))
+            result = await self._batcher.submit({self._input: tile, **self._extra}, self._deadline)
+            message = inference_pb2.TileResult(
+                id=tile_id, outputs=[tensors.encode(o) for o in result.outputs], timing=_timing(result))
+            await self._results.put(inference_pb2.StreamPredictResponse(result=message, version=self._version))
         except Exception as exc:
             await self._results.put(exc)
         finally:
+            self._in_flight.dec()
             self._slots.release()
 
     async def _read(self, requests: AsyncIterator[inference_pb2.StreamPredictRequest]) -> None:
@@ -187,3 +236,4 @@ class _TileStream:
             reader.cancel()
             for task in list(self._tasks):
                 task.cancel()
+            await asyncio.gather(reader, *self._tasks, return_exceptions=True)

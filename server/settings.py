@@ -6,39 +6,54 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+PROVIDERS = ("tensorrt", "cuda", "cpu")
+
 
 @dataclass(frozen=True)
 class Settings:
     repository: Path = Path("models")
     host: str = "127.0.0.1"
     port: int = 8500  # 0 picks a free port
+    metrics_port: int = 8502  # Prometheus /metrics; -1 turns it off, 0 picks a free port
     max_batch_size: int = 8  # upper bound; a manifest may ask for less
-    max_queue_delay_ms: float = 0.0  # 0: batch whatever is waiting when the engine frees up
-    max_queue_size: int = 512  # tiles waiting per model before RESOURCE_EXHAUSTED
+    max_queue_delay_ms: float = 0.0  # how long a freed instance waits for a fuller batch while another computes
+    max_queue_size: int = 512  # tiles waiting per model version before RESOURCE_EXHAUSTED
     max_tiles_in_flight_per_stream: int = 64
-    instances: int = 1  # concurrent engine calls per model
-    intra_op_threads: int = 0  # ONNX Runtime threads per call; 0 = one per core
+    instances: int = 1  # engine instances per model version, each with its own session
+    intra_op_threads: int = 0  # engine threads per instance; 0 = cores / instances
+    providers: tuple[str, ...] = PROVIDERS  # preferred engines, first available wins
+    trt_fp16: bool = False
+    trt_cache: Path | None = None  # TensorRT EP engine cache; None = <repository>/.trt-cache
     max_message_bytes: int = 64 * 1024 * 1024
+    repository_poll_s: float = 0.0  # 0: load at start only; >0: rescan the repository this often
     grace_period_s: float = 10.0
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json"
 
     def __post_init__(self) -> None:
         checks = {
             "port": 0 <= self.port <= 65535,
+            "metrics_port": -1 <= self.metrics_port <= 65535,
             "max_batch_size": self.max_batch_size >= 1,
             "max_queue_delay_ms": self.max_queue_delay_ms >= 0,
             "max_queue_size": self.max_queue_size >= 1,
             "max_tiles_in_flight_per_stream": self.max_tiles_in_flight_per_stream >= 1,
             "instances": self.instances >= 1,
             "intra_op_threads": self.intra_op_threads >= 0,
+            "providers": bool(self.providers) and all(p in PROVIDERS for p in self.providers),
             "max_message_bytes": self.max_message_bytes >= 1024,
+            "repository_poll_s": self.repository_poll_s >= 0,
             "grace_period_s": self.grace_period_s >= 0,
+            "log_format": self.log_format in ("text", "json"),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             raise ValueError(f"invalid server settings: {values}")
 
+    def threads_per_instance(self, instances: int) -> int:
+        return self.intra_op_threads or max(1, (os.cpu_count() or 1) // instances)
+
     @property
-    def threads(self) -> int:
-        return self.intra_op_threads or os.cpu_count() or 1
+    def engine_cache(self) -> Path:
+        return self.trt_cache or self.repository / ".trt-cache"

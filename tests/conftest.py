@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -48,9 +49,14 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "models"
 
 
+def local_settings(repository: Path, **overrides: Any) -> Settings:
+    """Settings for a server on loopback with free ports for gRPC and metrics."""
+    return Settings(repository=repository, host="127.0.0.1", port=0, metrics_port=0, **overrides)
+
+
 @pytest.fixture(scope="session")
 def server(model_repository: Path) -> Iterator[ServerThread]:
-    with ServerThread(Settings(repository=model_repository, port=0, host="127.0.0.1")) as running:
+    with ServerThread(local_settings(model_repository)) as running:
         yield running
 
 

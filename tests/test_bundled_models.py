@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, local_settings
 from tilecast.client import Client, convert_image
 from tilecast.proto import manifest as manifest_io
 from tilecast.proto.v1 import manifest_pb2
 from tilecast.server.app import ServerThread
-from tilecast.server.settings import Settings
 
 BUNDLED = REPO_ROOT / "models"
 
@@ -36,7 +35,7 @@ def test_bundled_generator_colours_a_gray_image(tmp_path: Path) -> None:
 
     rgb = ihc_image()[:300, :200]
     tifffile.imwrite(tmp_path / "gray.tif", to_gray(rgb)[:, :, 0])
-    with ServerThread(Settings(repository=BUNDLED, port=0)) as server, \
+    with ServerThread(local_settings(BUNDLED)) as server, \
             Client(f"127.0.0.1:{server.port}") as client:
         convert_image(client, "ihc-colorize", tmp_path / "gray.tif", tmp_path / "out.tif")
     colour = tifffile.imread(tmp_path / "out.tif").astype(np.float32)

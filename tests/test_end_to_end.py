@@ -67,8 +67,9 @@ def test_unary_predict_matches_in_process(model_repository: Path, client: Client
 def test_stream_results_carry_their_ids(client: Client) -> None:
     rng = np.random.default_rng(3)
     tiles = {i: rng.integers(0, 256, (32 + 4 * (i % 3), 48, 3), dtype=np.uint8) for i in range(40)}
-    results = dict(client.stream(RGB_MODEL, tiles.items(), window=6))
-    assert sorted(results) == sorted(tiles)
-    for tile_id, outputs in results.items():
+    replies = {reply.id: reply for reply in client.stream(RGB_MODEL, tiles.items(), window=6)}
+    assert sorted(replies) == sorted(tiles)
+    for tile_id, reply in replies.items():
         (expected,) = client.predict(RGB_MODEL, tiles[tile_id][None])
-        np.testing.assert_array_equal(outputs[0], expected[0])
+        np.testing.assert_array_equal(reply.outputs[0], expected[0])
+        assert reply.version == 1 and reply.compute_us > 0 and 1 <= reply.batch_size <= 6

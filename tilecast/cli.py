@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from tilecast import __version__, demo
+from tilecast import __version__, bench, demo
 from tilecast.client import cli as client_cli
 from tilecast.console import out
 from tilecast.export import cli as export_cli
@@ -23,6 +23,7 @@ app.command("serve")(server_cli.serve)
 app.command("convert")(client_cli.convert)
 app.command("models")(client_cli.models)
 app.command("demo")(demo.demo)
+app.command("bench")(bench.bench)
 app.add_typer(training_cli.app, name="train")
 app.add_typer(export_cli.app, name="export")
 

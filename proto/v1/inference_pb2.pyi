@@ -87,15 +87,27 @@ class PredictRequest(_message.Message):
     tiles: Tensor
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., parameters: _Optional[_Union[ImageParameters, _Mapping]] = ..., tiles: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
+class ServerTiming(_message.Message):
+    __slots__ = ("queue_us", "compute_us", "batch_size")
+    QUEUE_US_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_US_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    queue_us: int
+    compute_us: int
+    batch_size: int
+    def __init__(self, queue_us: _Optional[int] = ..., compute_us: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
 class PredictResponse(_message.Message):
-    __slots__ = ("model", "version", "outputs")
+    __slots__ = ("model", "version", "outputs", "timing")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+    timing: ServerTiming
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timing: _Optional[_Union[ServerTiming, _Mapping]] = ...) -> None: ...
 
 class StreamHeader(_message.Message):
     __slots__ = ("model", "version", "parameters")
@@ -124,15 +136,19 @@ class StreamPredictRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[StreamHeader, _Mapping]] = ..., tile: _Optional[_Union[Tile, _Mapping]] = ...) -> None: ...
 
 class TileResult(_message.Message):
-    __slots__ = ("id", "outputs")
+    __slots__ = ("id", "outputs", "timing")
     ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
     id: int
     outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
-    def __init__(self, id: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+    timing: ServerTiming
+    def __init__(self, id: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timing: _Optional[_Union[ServerTiming, _Mapping]] = ...) -> None: ...
 
 class StreamPredictResponse(_message.Message):
-    __slots__ = ("result",)
+    __slots__ = ("result", "version")
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     result: TileResult
-    def __init__(self, result: _Optional[_Union[TileResult, _Mapping]] = ...) -> None: ...
+    version: int
+    def __init__(self, result: _Optional[_Union[TileResult, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...

@@ -164,8 +164,45 @@ class FileChecksum(_message.Message):
     size_bytes: int
     def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
+class Serving(_message.Message):
+    __slots__ = ("max_batch_size", "max_queue_delay_ms", "instances")
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    max_batch_size: int
+    max_queue_delay_ms: float
+    instances: int
+    def __init__(self, max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., instances: _Optional[int] = ...) -> None: ...
+
+class EnginePlan(_message.Message):
+    __slots__ = ("path", "gpu_architecture", "tensorrt_version", "precision", "min_shape", "opt_shape", "max_shape", "parity")
+    class ParityEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    GPU_ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    TENSORRT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    MIN_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OPT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    PARITY_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    gpu_architecture: str
+    tensorrt_version: str
+    precision: str
+    min_shape: _containers.RepeatedScalarFieldContainer[int]
+    opt_shape: _containers.RepeatedScalarFieldContainer[int]
+    max_shape: _containers.RepeatedScalarFieldContainer[int]
+    parity: _containers.ScalarMap[str, float]
+    def __init__(self, path: _Optional[str] = ..., gpu_architecture: _Optional[str] = ..., tensorrt_version: _Optional[str] = ..., precision: _Optional[str] = ..., min_shape: _Optional[_Iterable[int]] = ..., opt_shape: _Optional[_Iterable[int]] = ..., max_shape: _Optional[_Iterable[int]] = ..., parity: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
 class ModelManifest(_message.Message):
-    __slots__ = ("name", "version", "kind", "description", "inputs", "outputs", "tiling", "preprocessing", "class_names", "provenance", "files", "backends")
+    __slots__ = ("name", "version", "kind", "description", "inputs", "outputs", "tiling", "preprocessing", "class_names", "provenance", "files", "backends", "serving", "plans")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +215,8 @@ class ModelManifest(_message.Message):
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    PLANS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     kind: ModelKind
@@ -190,4 +229,6 @@ class ModelManifest(_message.Message):
     provenance: Provenance
     files: _containers.RepeatedCompositeFieldContainer[FileChecksum]
     backends: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., tiling: _Optional[_Union[Tiling, _Mapping]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., files: _Optional[_Iterable[_Union[FileChecksum, _Mapping]]] = ..., backends: _Optional[_Iterable[str]] = ...) -> None: ...
+    serving: Serving
+    plans: _containers.RepeatedCompositeFieldContainer[EnginePlan]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., tiling: _Optional[_Union[Tiling, _Mapping]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., class_names: _Optional[_Iterable[str]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., files: _Optional[_Iterable[_Union[FileChecksum, _Mapping]]] = ..., backends: _Optional[_Iterable[str]] = ..., serving: _Optional[_Union[Serving, _Mapping]] = ..., plans: _Optional[_Iterable[_Union[EnginePlan, _Mapping]]] = ...) -> None: ...

@@ -1,14 +1,16 @@
-"""ONNX Runtime engine: the portable backend that is always there (CPU; CUDA where installed)."""
+"""ONNX Runtime engine: the portable backend that is always there (TensorRT EP, CUDA EP or CPU)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from tilecast.proto.errors import ManifestError
+from tilecast.proto.v1 import manifest_pb2
 from tilecast.server.backends.base import Array, TensorInfo
 
 log = logging.getLogger(__name__)
@@ -21,9 +23,11 @@ _NUMPY_BY_ORT_TYPE: dict[str, np.dtype[np.generic]] = {
     "tensor(int32)": np.dtype("int32"),
     "tensor(int64)": np.dtype("int64"),
 }
+ORT_PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
+                 "cpu": "CPUExecutionProvider"}
 
 
-def _info(arg: ort.NodeArg) -> TensorInfo:
+def _info(arg: Any) -> TensorInfo:
     dtype = _NUMPY_BY_ORT_TYPE.get(arg.type)
     if dtype is None:
         raise ManifestError(f"graph tensor {arg.name!r} has unsupported type {arg.type}")
@@ -31,24 +35,63 @@ def _info(arg: ort.NodeArg) -> TensorInfo:
     return TensorInfo(arg.name, dtype, shape)
 
 
+def _profile(manifest: manifest_pb2.ModelManifest, batch: int, edge: int) -> str:
+    spec = manifest.inputs[0]
+    return f"{spec.name}:{batch}x{edge}x{edge}x{spec.channels}"
+
+
+def provider_options(
+    preferred: tuple[str, ...], manifest: manifest_pb2.ModelManifest, *, max_batch: int,
+    fp16: bool, cache: Path,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The providers to ask for, in order, from what is installed; CPU is always last.
+
+    The TensorRT EP gets an engine cache and an optimisation profile from the manifest's tile shapes.
+    """
+    available = set(ort.get_available_providers())
+    chosen: list[tuple[str, dict[str, Any]]] = []
+    for key in preferred:
+        name = ORT_PROVIDERS[key]
+        if name not in available or key == "cpu":
+            continue
+        options: dict[str, Any] = {}
+        if key == "tensorrt":
+            t = manifest.tiling
+            options = {
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True,
+                "trt_fp16_enable": fp16,
+                "trt_profile_min_shapes": _profile(manifest, 1, max(t.min_size, t.size_multiple)),
+                "trt_profile_opt_shapes": _profile(manifest, max_batch, t.tile_size + 2 * t.halo),
+                "trt_profile_max_shapes": _profile(manifest, max_batch, t.max_size),
+            }
+        chosen.append((name, options))
+    chosen.append((ORT_PROVIDERS["cpu"], {}))
+    return chosen
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int, providers: list[str] | None = None) -> None:
+    def __init__(self, path: Path, threads: int, providers: list[tuple[str, dict[str, Any]]] | None = None) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        available = ort.get_available_providers()
-        chosen = [p for p in (providers or available) if p in available] or ["CPUExecutionProvider"]
+        # Idle engine threads must not spin: on a few cores they would starve the gRPC event loop.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        chosen = providers or [(ORT_PROVIDERS["cpu"], {})]
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=chosen)
+            self._session = ort.InferenceSession(
+                str(path), options, providers=[name for name, _ in chosen],
+                provider_options=[opts for _, opts in chosen])
         except Exception as exc:  # ORT raises its own untyped errors for bad graphs
             raise ManifestError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        self.providers = list(self._session.get_providers())
         self._inputs = [_info(a) for a in self._session.get_inputs()]
         self._outputs = [_info(a) for a in self._session.get_outputs()]
         self._output_names = [o.name for o in self._outputs]
-        log.debug("loaded %s with providers %s", path, self._session.get_providers())
 
     @property
     def inputs(self) -> list[TensorInfo]:

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RGB_MODEL
+from tests.conftest import RGB_MODEL, local_settings
 from tilecast.client.remote import Client
 from tilecast.proto import manifest as manifest_io
 from tilecast.proto.errors import ManifestError, Unavailable
 from tilecast.proto.v1 import inference_pb2
 from tilecast.server.app import ServerThread
-from tilecast.server.settings import Settings
 
 
 def copy_version(model_repository: Path, target: Path, name: str) -> Path:
@@ -47,7 +46,7 @@ def test_declared_io_must_match_graph(model_repository: Path, tmp_path: Path) ->
     manifest["inputs"][0]["channels"] = 1
     manifest["outputs"][0]["dtype"] = "DTYPE_UINT16"
     (version / "manifest.json").write_text(json.dumps(manifest))
-    with ServerThread(Settings(repository=tmp_path, port=0)) as server, \
+    with ServerThread(local_settings(tmp_path)) as server, \
             Client(f"127.0.0.1:{server.port}") as client:
         (status,) = client.list_models()
         assert status.state == inference_pb2.MODEL_STATE_FAILED
@@ -61,7 +60,7 @@ def test_one_broken_model_does_not_stop_the_others(model_repository: Path, tmp_p
     copy_version(model_repository, tmp_path, "good")
     broken = copy_version(model_repository, tmp_path, "broken")
     (broken / "manifest.json").write_text("{not json")
-    with ServerThread(Settings(repository=tmp_path, port=0)) as server, \
+    with ServerThread(local_settings(tmp_path)) as server, \
             Client(f"127.0.0.1:{server.port}") as client:
         states = {s.name: s for s in client.list_models()}
         assert states["good"].state == inference_pb2.MODEL_STATE_READY

@@ -1,0 +1,76 @@
+"""Prometheus metrics on their own HTTP port, in a registry owned by the server (no process globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+TIME_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+STATES = ("ready", "loading", "failed", "unloading")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("tilecast_requests", "RPCs by model, method and status code",
+                                ["model", "method", "code"], registry=r)
+        self.tiles = Counter("tilecast_tiles", "Tiles computed, by model", ["model"], registry=r)
+        self.failed_tiles = Counter("tilecast_failed_tiles", "Tiles whose engine call failed", ["model"], registry=r)
+        self.queue_seconds = Histogram("tilecast_queue_seconds", "Time a tile waited for a batch and an engine",
+                                       ["model"], buckets=TIME_BUCKETS, registry=r)
+        self.compute_seconds = Histogram("tilecast_compute_seconds", "Duration of engine calls",
+                                         ["model"], buckets=TIME_BUCKETS, registry=r)
+        self.batch_size = Histogram("tilecast_batch_size", "Tiles per engine call", ["model"],
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.in_flight = Gauge("tilecast_tiles_in_flight", "Tiles received and not yet answered", ["model"],
+                               registry=r)
+        self.model_state = Gauge("tilecast_model_state", "1 for the state each model version is in",
+                                 ["model", "version", "state"], registry=r)
+        self._http: WSGIServer | None = None
+
+    def serve_http(self, host: str, port: int) -> int:
+        """Expose /metrics; returns the bound port (0 picks a free one)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http = server
+        return int(server.server_port)
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+
+    def set_state(self, model: str, version: int, state: str) -> None:
+        for candidate in STATES:
+            self.model_state.labels(model, str(version), candidate).set(1 if candidate == state else 0)
+
+    def forget(self, model: str, version: int) -> None:
+        for candidate in STATES:
+            self.model_state.remove(model, str(version), candidate)
+
+    def observer(self, model: str) -> ModelObserver:
+        return ModelObserver(self, model)
+
+
+class ModelObserver:
+    """The batcher's view of the metrics for one model."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._queue = metrics.queue_seconds.labels(model)
+        self._compute = metrics.compute_seconds.labels(model)
+        self._batch = metrics.batch_size.labels(model)
+        self._tiles = metrics.tiles.labels(model)
+        self._failed = metrics.failed_tiles.labels(model)
+
+    def batch_done(self, size: int, queue_seconds: Sequence[float], compute_seconds: float) -> None:
+        self._batch.observe(size)
+        self._compute.observe(compute_seconds)
+        self._tiles.inc(size)
+        for wait in queue_seconds:
+            self._queue.observe(wait)
+
+    def batch_failed(self, size: int) -> None:
+        self._failed.inc(size)

@@ -1,0 +1,195 @@
+"""The models a server holds: load, poll for changes, swap versions without dropping work in flight.
+
+Every request holds a *lease* on the version it resolved. A removed or replaced version leaves the
+lookup at once (new requests go to the newest ready version), and its engines are released only
+when its last lease ends: a stream always finishes on the version it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tilecast.proto.errors import NotFound, Unavailable
+from tilecast.proto.v1 import inference_pb2, manifest_pb2
+from tilecast.server.backends.base import Backend
+from tilecast.server.backends.choose import open_instances
+from tilecast.server.batching import DynamicBatcher
+from tilecast.server.metrics import Metrics
+from tilecast.server.repository import ModelVersion, fingerprint, load_version, scan
+from tilecast.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+READY = inference_pb2.MODEL_STATE_READY
+STATE_NAMES = {inference_pb2.MODEL_STATE_READY: "ready", inference_pb2.MODEL_STATE_LOADING: "loading",
+               inference_pb2.MODEL_STATE_FAILED: "failed"}
+
+
+@dataclass
+class Served:
+    """A version as served: its manifest, its batcher, and the requests that hold it."""
+
+    entry: ModelVersion
+    batcher: DynamicBatcher | None = None
+    leases: int = 0
+    retired: bool = False
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def manifest(self) -> manifest_pb2.ModelManifest:
+        if self.entry.manifest is None:
+            raise Unavailable(f"model {self.entry.name} version {self.entry.version} is not ready")
+        return self.entry.manifest
+
+
+class ModelManager:
+    def __init__(self, settings: Settings, executor: Executor, metrics: Metrics,
+                 on_health: Callable[[str, bool], object] | None = None) -> None:
+        self._settings = settings
+        self._executor = executor
+        self._metrics = metrics
+        self._on_health = on_health
+        self._current: dict[tuple[str, int], Served] = {}
+        self._lock = asyncio.Lock()  # one repository sync at a time
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def statuses(self) -> list[inference_pb2.ModelStatus]:
+        return [s.entry.status() for _, s in sorted(self._current.items())]
+
+    def names(self) -> list[str]:
+        return sorted({name for name, _ in self._current})
+
+    def resolve(self, name: str, version: int = 0) -> Served:
+        """The requested version, or the newest ready one when version is 0."""
+        candidates = sorted((v, s) for (n, v), s in self._current.items() if n == name)
+        if not candidates:
+            raise NotFound(f"model {name!r} not found; this server has {self.names() or 'no models'}")
+        if version:
+            match = [s for v, s in candidates if v == version]
+            if not match:
+                raise NotFound(f"model {name!r} has no version {version}; versions: {[v for v, _ in candidates]}")
+            chosen = match[0]
+        else:
+            ready = [s for _, s in candidates if s.entry.state == READY]
+            if not ready:
+                reasons = "; ".join(f"v{v}: {s.entry.reason or 'loading'}" for v, s in candidates)
+                raise Unavailable(f"model {name!r} has no ready version ({reasons})")
+            chosen = ready[-1]
+        if chosen.entry.state != READY or chosen.batcher is None:
+            raise Unavailable(
+                f"model {name!r} version {chosen.entry.version} is not ready: {chosen.entry.reason or 'loading'}")
+        return chosen
+
+    @contextlib.asynccontextmanager
+    async def lease(self, name: str, version: int = 0) -> AsyncIterator[Served]:
+        """Hold a version for the length of a request; its engines stay until the last lease ends."""
+        served = self.resolve(name, version)
+        served.leases += 1
+        try:
+            yield served
+        finally:
+            served.leases -= 1
+            if served.retired and served.leases == 0:
+                served.released.set()
+
+    # -- loading and unloading -------------------------------------------------------------
+
+    def _open_backends(self, path: Path, manifest: manifest_pb2.ModelManifest) -> list[Backend]:
+        instances = manifest.serving.instances or self._settings.instances
+        return open_instances(path, manifest, self._settings, instances, self._max_batch(manifest))
+
+    def _max_batch(self, manifest: manifest_pb2.ModelManifest) -> int:
+        limit = manifest.serving.max_batch_size or self._settings.max_batch_size
+        return max(1, min(limit, manifest.tiling.max_batch_size or limit))
+
+    async def _load(self, name: str, version: int, path: Path) -> Served:
+        placeholder = Served(ModelVersion(name, version, path))
+        key = (name, version)
+        if key not in self._current:  # show LOADING while a new version compiles
+            self._current[key] = placeholder
+            self._metrics.set_state(name, version, "loading")
+        entry = await asyncio.get_running_loop().run_in_executor(
+            self._executor, load_version, name, version, path, self._open_backends)
+        served = Served(entry)
+        if entry.manifest is not None:
+            delay = entry.manifest.serving.max_queue_delay_ms or self._settings.max_queue_delay_ms
+            served.batcher = DynamicBatcher(
+                [b.infer for b in entry.backends], self._executor,
+                max_batch_size=self._max_batch(entry.manifest), max_queue_size=self._settings.max_queue_size,
+                max_queue_delay_s=delay / 1000, name=f"{name}/{version}", observer=self._metrics.observer(name))
+            served.batcher.start()
+        self._metrics.set_state(name, version, STATE_NAMES[entry.state])
+        return served
+
+    def _retire(self, served: Served) -> None:
+        """Take a version out of the lookup; release its engines once no request holds it."""
+        served.retired = True
+        if served.leases == 0:
+            served.released.set()
+
+        async def release() -> None:
+            await served.released.wait()
+            if served.batcher is not None:
+                await served.batcher.close()
+            served.entry.backends.clear()
+            log.info("model %s version %d unloaded", served.entry.name, served.entry.version)
+
+        asyncio.get_running_loop().create_task(release())
+
+    async def _update_health(self) -> None:
+        if self._on_health is None:
+            return
+        for name in self.names():
+            ready = any(s.entry.state == READY for (n, _), s in self._current.items() if n == name)
+            result = self._on_health(name, ready)
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def sync(self) -> None:
+        """Bring the served versions in line with the repository folder: add, replace, remove."""
+        async with self._lock:
+            found = {(name, version): path for name, version, path in scan(self._settings.repository)}
+            for key in [k for k in self._current if k not in found]:
+                gone = self._current.pop(key)
+                self._metrics.forget(*key)
+                self._retire(gone)
+                log.info("model %s version %d removed from the repository", *key)
+                if self._on_health and not any(n == key[0] for n, _ in self._current):
+                    result = self._on_health(key[0], False)
+                    if asyncio.iscoroutine(result):
+                        await result
+            for key, path in found.items():
+                old = self._current.get(key)
+                if old is not None and old.entry.fingerprint == fingerprint(path):
+                    continue
+                new = await self._load(*key, path)
+                previous = self._current.get(key)
+                self._current[key] = new
+                if previous is not None and previous is not new and previous.batcher is not None:
+                    log.info("model %s version %d replaced", *key)
+                    self._retire(previous)
+            await self._update_health()
+
+    async def poll(self, interval: float) -> None:
+        """Rescan every `interval` seconds until cancelled; a failed scan is logged and retried."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sync()
+            except Exception:
+                log.exception("repository poll failed; serving what is loaded")
+
+    async def close(self) -> None:
+        """Finish queued work and release every engine (at shutdown, after RPCs have drained)."""
+        for served in self._current.values():
+            if served.batcher is not None:
+                await served.batcher.close()
+            served.entry.backends.clear()
+        self._current.clear()

@@ -1,0 +1,198 @@
+"""The server under load and change: concurrency, batching, limits, deadlines, cancellation, hot swaps."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.conftest import RGB_MODEL, local_settings
+from tilecast.client.remote import Client
+from tilecast.proto.errors import DeadlineExceeded, ResourceExhausted
+from tilecast.proto.v1 import inference_pb2
+from tilecast.server.app import ServerThread
+
+TILE = (64, 64, 3)
+
+
+def tiles(count: int, seed: int, shape: tuple[int, int, int] = TILE) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {i: rng.integers(0, 256, shape, dtype=np.uint8) for i in range(count)}
+
+
+def in_process(model_repository: Path, batch: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(model_repository / RGB_MODEL / "1" / "model.onnx"))
+    return np.asarray(session.run(None, {"image": batch})[0])
+
+
+def scrape(server: ServerThread) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics", timeout=10) as page:
+        return str(page.read().decode())
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}(?:{{(.*)}})? (\S+)$", line)
+        if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+def test_concurrent_streams_each_get_their_own_results(
+    server: ServerThread, model_repository: Path
+) -> None:
+    before = scrape(server)
+    inputs = {stream: tiles(12, seed=stream) for stream in range(16)}
+
+    def run(stream: int) -> dict[int, np.ndarray]:
+        with Client(f"127.0.0.1:{server.port}") as client:
+            return {r.id: r.outputs[0] for r in client.stream(RGB_MODEL, inputs[stream].items(), window=4)}
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(run, range(16)))
+    for stream, got in enumerate(results):
+        assert sorted(got) == list(range(12))
+        expected = in_process(model_repository, np.stack([inputs[stream][i] for i in range(12)]))
+        for i in range(12):
+            np.testing.assert_array_equal(got[i], expected[i], err_msg=f"stream {stream} tile {i}")
+    after = scrape(server)
+    batches = metric(after, "tilecast_batch_size_count", model=RGB_MODEL) - metric(
+        before, "tilecast_batch_size_count", model=RGB_MODEL)
+    computed = metric(after, "tilecast_batch_size_sum", model=RGB_MODEL) - metric(
+        before, "tilecast_batch_size_sum", model=RGB_MODEL)
+    assert computed == 16 * 12
+    assert computed / batches > 1.5, "no batching under the load of 16 streams"
+    assert metric(after, "tilecast_requests_total", model=RGB_MODEL, method="StreamPredict", code="OK") >= 16
+    assert metric(after, "tilecast_model_state", model=RGB_MODEL, state="ready") == 1
+
+
+def test_full_queue_is_resource_exhausted_then_recovers(model_repository: Path) -> None:
+    settings = local_settings(model_repository, max_queue_size=2, max_tiles_in_flight_per_stream=64)
+    with ServerThread(settings) as server, Client(f"127.0.0.1:{server.port}") as client:
+        with pytest.raises(ResourceExhausted, match="queue is full"):
+            list(client.stream(RGB_MODEL, tiles(40, seed=1, shape=(256, 256, 3)).items(), window=40))
+        (out,) = client.predict(RGB_MODEL, tiles(1, seed=2)[0][None])
+        assert out.shape == (1, *TILE)
+
+
+def test_oversized_message_is_resource_exhausted(model_repository: Path) -> None:
+    settings = local_settings(model_repository, max_message_bytes=100_000)
+    with ServerThread(settings) as server, Client(f"127.0.0.1:{server.port}") as client:
+        with pytest.raises(ResourceExhausted, match="larger than max"):
+            client.predict(RGB_MODEL, np.zeros((1, 256, 256, 3), np.uint8))
+        assert client.list_models()
+
+
+def test_deadline_passed_in_queue_is_not_computed(model_repository: Path) -> None:
+    with ServerThread(local_settings(model_repository, max_batch_size=1)) as server, \
+            Client(f"127.0.0.1:{server.port}") as client:
+        stats = server.server.models.resolve(RGB_MODEL).batcher
+        assert stats is not None
+        flood = tiles(12, seed=3, shape=(512, 512, 3))
+        backlog = threading.Thread(target=lambda: list(client.stream(RGB_MODEL, flood.items(), window=12)))
+        backlog.start()
+        time.sleep(0.3)  # let the backlog queue up
+        hurried = Client(f"127.0.0.1:{server.port}", timeout=0.05)
+        with pytest.raises(DeadlineExceeded):
+            hurried.predict(RGB_MODEL, tiles(1, seed=4)[0][None])
+        backlog.join(timeout=120)
+        assert stats.stats.tiles == len(flood), "the late tile was computed although nobody waited for it"
+
+
+def test_cancelled_stream_frees_its_queued_work(server: ServerThread) -> None:
+    batcher = server.server.models.resolve(RGB_MODEL).batcher
+    assert batcher is not None
+    before = batcher.stats.tiles
+    with Client(f"127.0.0.1:{server.port}") as client:
+        replies = client.stream(RGB_MODEL, tiles(60, seed=5, shape=(256, 256, 3)).items(), window=60)
+        next(replies)
+        replies.close()  # cancels the call
+    for _ in range(100):  # bounded: the queue empties within seconds
+        if batcher.queued == 0:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert batcher.queued == 0
+    assert batcher.stats.tiles - before < 60, "cancelled tiles were computed anyway"
+
+
+def copy_model(source: Path, root: Path, version: int) -> None:
+    shutil.copytree(source / RGB_MODEL / "1", root / RGB_MODEL / str(version))
+    manifest = root / RGB_MODEL / str(version) / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"version": "1"', f'"version": "{version}"'))
+
+
+def test_hot_add_and_remove_while_a_stream_runs(model_repository: Path, tmp_path: Path) -> None:
+    copy_model(model_repository, tmp_path, 1)
+    with ServerThread(local_settings(tmp_path, repository_poll_s=0.1)) as server, \
+            Client(f"127.0.0.1:{server.port}") as client:
+        inputs = tiles(40, seed=6, shape=(128, 128, 3))
+        first_result = threading.Event()
+
+        def slow_source() -> Iterator[tuple[int, np.ndarray]]:
+            for tile_id, tile in inputs.items():
+                if tile_id == 5:
+                    first_result.wait(timeout=30)
+                yield tile_id, tile
+
+        replies = []
+        for reply in client.stream(RGB_MODEL, slow_source(), window=4):
+            replies.append(reply)
+            if len(replies) == 1:
+                copy_model(model_repository, tmp_path, 2)
+                shutil.rmtree(tmp_path / RGB_MODEL / "1")
+                for _ in range(200):  # bounded wait for the poller to swap versions
+                    if [s.version for s in client.list_models()] == [2]:
+                        break
+                    time.sleep(0.05)
+                assert [s.version for s in client.list_models()] == [2]
+                assert client.get_model(RGB_MODEL).version == 2
+                first_result.set()
+        assert sorted(r.id for r in replies) == list(range(40)), "tiles were dropped by the swap"
+        assert {r.version for r in replies} == {1}, "a stream must finish on the version it started with"
+        (out,) = client.predict(RGB_MODEL, inputs[0][None])  # served by version 2 now
+        np.testing.assert_array_equal(out, in_process(model_repository, inputs[0][None]))
+
+
+def test_health_and_reflection(server: ServerThread) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "tilecast.v1.Inference", RGB_MODEL):
+            status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.SERVING, service
+        with pytest.raises(grpc.RpcError) as caught:
+            health.Check(health_pb2.HealthCheckRequest(service="no-such-model"), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (answer,) = list(reflection.ServerReflectionInfo(iter([request]), timeout=10))
+        names = {s.name for s in answer.list_services_response.service}
+        assert {"tilecast.v1.Inference", "grpc.health.v1.Health"} <= names
+
+
+def test_failed_model_reported_in_list_and_health(model_repository: Path, tmp_path: Path) -> None:
+    copy_model(model_repository, tmp_path, 1)
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "1" / "manifest.json").write_text("{}")
+    with ServerThread(local_settings(tmp_path)) as server, Client(f"127.0.0.1:{server.port}") as client:
+        states = {s.name: s for s in client.list_models()}
+        assert states["broken"].state == inference_pb2.MODEL_STATE_FAILED and states["broken"].reason
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            status = health.Check(health_pb2.HealthCheckRequest(service="broken"), timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert metric(scrape(server), "tilecast_model_state", model="broken", state="failed") == 1

@@ -1,0 +1,317 @@
+"""`tilecast bench`: throughput and latency through the server, against the engine in-process and a bare
+grpcio echo of the same bytes (the transport floor), with the ratios the project's targets are set in.
+
+Like perf_analyzer: a concurrency sweep, unary and streaming; p50/p95/p99 latencies with one tile in flight.
+Starts its own `tilecast serve` (and echo server) on localhost unless --server names a running one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import numpy as np
+import typer
+
+from tilecast.console import out, user_errors
+
+Tile = np.ndarray
+
+
+@dataclass(frozen=True)
+class Latency:
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    samples: int
+
+    @staticmethod
+    def of(seconds: list[float]) -> Latency:
+        ms = np.asarray(seconds) * 1000
+        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+        return Latency(float(p50), float(p95), float(p99), float(ms.mean()), len(ms))
+
+
+@dataclass
+class Report:
+    model: str
+    tile: list[int]
+    threads: int
+    echo_stream: Latency | None = None
+    echo_unary: Latency | None = None
+    echo_pipelined_ms_per_tile: float = 0.0
+    engine: Latency | None = None  # in-process, batch 1
+    stream: Latency | None = None  # round trip, one tile in flight
+    stream_added: Latency | None = None  # round trip minus that tile's engine time in the server
+    unary: Latency | None = None
+    unary_added: Latency | None = None
+    throughput: list[dict[str, Any]] = field(default_factory=list)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def child(command: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def lockstep(call: Callable[[Iterator[Any]], Iterator[Any]], message: Any, count: int,
+             preamble: tuple[Any, ...] = (), on_response: Callable[[Any], None] | None = None) -> list[float]:
+    """Round trips over one stream with one message in flight: send, wait for the answer, send the next.
+
+    `preamble` messages (a stream header) go first and get no answer of their own.
+    """
+    turn = threading.Semaphore(1)
+    sent: list[float] = []
+
+    def requests() -> Iterator[Any]:
+        yield from preamble
+        for _ in range(count):
+            turn.acquire()
+            sent.append(time.perf_counter())
+            yield message
+
+    rtts: list[float] = []
+    for response in call(requests()):
+        rtts.append(time.perf_counter() - sent[len(rtts)])
+        if on_response is not None:
+            on_response(response)
+        turn.release()
+    return rtts
+
+
+def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, Latency, float]:
+    from tilecast.echo import STREAM_METHOD, UNARY_METHOD
+
+    with grpc.insecure_channel(address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stream = channel.stream_stream(STREAM_METHOD)
+        unary = channel.unary_unary(UNARY_METHOD)
+        lockstep(stream, request, 20)  # warm up
+        streamed = lockstep(stream, request, samples)
+        unary_rtts = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            unary(request)
+            unary_rtts.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        count = sum(1 for _ in stream(iter([request] * samples)))
+        pipelined = (time.perf_counter() - started) / count * 1000
+    return Latency.of(streamed), Latency.of(unary_rtts), pipelined
+
+
+def measure_engine(onnx: Path, input_name: str, tile: Tile, threads: int, batches: list[int],
+                   seconds: float, samples: int) -> tuple[Latency, dict[int, float]]:
+    """The engine alone, in this process, with the server's thread count: latency and tiles/s per batch."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
+    single = tile[None]
+    for _ in range(3):
+        session.run(None, {input_name: single})
+    latencies = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        session.run(None, {input_name: single})
+        latencies.append(time.perf_counter() - started)
+    rates = {}
+    for batch in sorted(set(batches)):
+        stacked = np.repeat(single, batch, axis=0)
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            session.run(None, {input_name: stacked})
+            count += batch
+        rates[batch] = count / (time.perf_counter() - started)
+    return Latency.of(latencies), rates
+
+
+def measure_server_latency(address: str, model: str, tile: Tile, samples: int) -> tuple[Latency, ...]:
+    """Round trips with one tile in flight, and each minus the engine time the server reports for it."""
+    from tilecast.proto import tensors
+    from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc
+
+    header = inference_pb2.StreamPredictRequest(header=inference_pb2.StreamHeader(model=model))
+    message = inference_pb2.StreamPredictRequest(tile=inference_pb2.Tile(id=0, tensor=tensors.encode(tile)))
+    compute: list[float] = []
+
+    def engine_time(response: Any) -> None:
+        compute.append(response.result.timing.compute_us / 1e6)
+
+    with grpc.insecure_channel(address) as channel:
+        stub = inference_pb2_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
+        lockstep(stub.StreamPredict, message, 10, (header,))  # warm up
+        streamed = lockstep(stub.StreamPredict, message, samples, (header,), engine_time)
+        unary, unary_compute = [], []
+        request = inference_pb2.PredictRequest(model=model, tiles=tensors.encode(tile[None]))
+        for _ in range(samples):
+            started = time.perf_counter()
+            response = stub.Predict(request)
+            unary.append(time.perf_counter() - started)
+            unary_compute.append(response.timing.compute_us / 1e6)
+    added = [r - c for r, c in zip(streamed, compute, strict=True)]
+    unary_added = [r - c for r, c in zip(unary, unary_compute, strict=True)]
+    return Latency.of(streamed), Latency.of(added), Latency.of(unary), Latency.of(unary_added)
+
+
+def measure_server_throughput(address: str, model: str, tile: Tile, concurrency: int, seconds: float,
+                              mode: str) -> float:
+    from tilecast.client.remote import Client
+
+    with Client(address) as client:
+        if mode == "stream":
+            stop = time.perf_counter() + seconds
+
+            def source() -> Iterator[tuple[int, Tile]]:
+                i = 0
+                while time.perf_counter() < stop:
+                    yield i, tile
+                    i += 1
+
+            started = time.perf_counter()
+            count = sum(1 for _ in client.stream(model, source(), window=concurrency))
+            return count / (time.perf_counter() - started)
+
+        def worker() -> int:
+            done, until = 0, time.perf_counter() + seconds
+            while time.perf_counter() < until:
+                client.predict(model, tile[None])
+                done += 1
+            return done
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            total = sum(pool.map(lambda _: worker(), range(concurrency)))
+        return total / (time.perf_counter() - started)
+
+
+def judge(report: Report) -> None:
+    """The targets of DESIGN.md and issue 3, each with its measured value."""
+    def target(what: str, value: float, limit: float, higher_is_better: bool = False) -> None:
+        ok = value >= limit if higher_is_better else value <= limit
+        report.targets.append({"target": what, "measured": round(value, 3), "limit": round(limit, 3), "ok": ok})
+
+    assert report.echo_stream and report.stream_added and report.unary_added and report.echo_unary
+    for row in report.throughput:
+        target(f"throughput {row['mode']} c={row['concurrency']} / in-process", row["ratio"], 0.95, True)
+    target("stream added p50 (ms) <= 1.2 x echo p50", report.stream_added.p50_ms, 1.2 * report.echo_stream.p50_ms)
+    target("stream added p50 (ms) <= 1 ms", report.stream_added.p50_ms, 1.0)
+    target("stream added p99 (ms) <= 2 ms", report.stream_added.p99_ms, 2.0)
+    target("unary added p50 (ms) <= 1.5 x unary echo p50", report.unary_added.p50_ms, 1.5 * report.echo_unary.p50_ms)
+
+
+def show(report: Report) -> None:
+    from rich.table import Table
+
+    table = Table("latency, one tile in flight", "p50 ms", "p95 ms", "p99 ms", "mean ms", "n",
+                  title=f"{report.model}, tile {report.tile}, {report.threads} engine thread(s)")
+    rows = [("echo stream (floor)", report.echo_stream), ("echo unary (floor)", report.echo_unary),
+            ("engine in-process", report.engine), ("server stream round trip", report.stream),
+            ("server stream added", report.stream_added), ("server unary round trip", report.unary),
+            ("server unary added", report.unary_added)]
+    for name, value in rows:
+        if value is not None:
+            table.add_row(name, f"{value.p50_ms:.3f}", f"{value.p95_ms:.3f}", f"{value.p99_ms:.3f}",
+                          f"{value.mean_ms:.3f}", str(value.samples))
+    out.print(table)
+    out.print(f"echo pipelined: {report.echo_pipelined_ms_per_tile:.3f} ms per tile")
+    sweep = Table("mode", "concurrency", "server tiles/s", "in-process tiles/s", "ratio", title="throughput")
+    for row in report.throughput:
+        sweep.add_row(row["mode"], str(row["concurrency"]), f"{row['server']:.2f}", f"{row['in_process']:.2f}",
+                      f"{row['ratio']:.3f}")
+    out.print(sweep)
+    verdicts = Table("target", "measured", "limit", "", title="targets")
+    for t in report.targets:
+        verdicts.add_row(t["target"], str(t["measured"]), str(t["limit"]), "[green]ok" if t["ok"] else "[red]MISSED")
+    out.print(verdicts)
+
+
+@user_errors
+def bench(
+    model: Annotated[str, typer.Option(help="Model to measure.")] = "ihc-colorize",
+    repository: Annotated[Path, typer.Option(help="Repository holding the model (for the in-process run).")] = Path(
+        "models"),
+    server: Annotated[str, typer.Option(help="host:port of a running server; empty starts one.")] = "",
+    tile: Annotated[int, typer.Option(help="Tile edge in pixels.")] = 256,
+    concurrency: Annotated[str, typer.Option(help="Tiles in flight to sweep, comma-separated.")] = "1,2,4,8",
+    seconds: Annotated[float, typer.Option(help="Duration of each throughput point.")] = 5.0,
+    samples: Annotated[int, typer.Option(help="Round trips per latency measurement.")] = 200,
+    threads: Annotated[int, typer.Option(help="Engine threads, for the server started here and in-process.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Measure the server against the engine in-process and the gRPC transport floor."""
+    from tilecast.client.remote import Client
+    from tilecast.proto import tensors
+
+    threads = threads or os.cpu_count() or 1
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    echo_port = free_port()
+    with contextlib.ExitStack() as stack:
+        if not server:
+            port = free_port()
+            stack.enter_context(child([sys.executable, "-m", "tilecast", "serve", "--repository", str(repository),
+                                       "--port", str(port), "--metrics-port", "-1", "--threads", str(threads),
+                                       "--log-level", "WARNING"]))
+            server = f"127.0.0.1:{port}"
+        with Client(server) as client:
+            client.wait_ready(timeout=120)
+            manifest = client.get_model(model)
+        spec, out_spec = manifest.inputs[0], manifest.outputs[0]
+        image = np.random.default_rng(0).integers(0, 256, (tile, tile, spec.channels), dtype=np.uint8).astype(
+            tensors.to_numpy_dtype(spec.dtype))
+        reply_bytes = tile * tile * out_spec.channels * tensors.to_numpy_dtype(out_spec.dtype).itemsize
+        stack.enter_context(child([sys.executable, "-m", "tilecast.echo", "--port", str(echo_port),
+                                   "--reply-bytes", str(reply_bytes)]))
+        report = Report(model, [tile, tile, spec.channels], threads)
+        out.print("measuring the transport floor (echo)...")
+        request = tensors.encode(image).SerializeToString()
+        report.echo_stream, report.echo_unary, report.echo_pipelined_ms_per_tile = measure_echo(
+            f"127.0.0.1:{echo_port}", request, samples)
+        out.print("measuring the engine in-process...")
+        onnx = repository / model / str(manifest.version) / "model.onnx"
+        batches = [min(c, manifest.tiling.max_batch_size, 8) for c in levels]
+        report.engine, rates = measure_engine(onnx, spec.name, image, threads, batches, seconds, samples // 4)
+        out.print("measuring server latency...")
+        report.stream, report.stream_added, report.unary, report.unary_added = measure_server_latency(
+            server, model, image, samples)
+        for mode in ("stream", "unary"):
+            for c in levels:
+                out.print(f"measuring server throughput: {mode}, {c} in flight...")
+                rate = measure_server_throughput(server, model, image, c, seconds, mode)
+                baseline = max(rates[b] for b in rates if b <= max(1, min(c, 8)))
+                report.throughput.append({"mode": mode, "concurrency": c, "server": rate, "in_process": baseline,
+                                          "ratio": rate / baseline})
+    judge(report)
+    show(report)
+    if json_out:
+        json_out.write_text(json.dumps(asdict(report), indent=2))
