@@ -22,6 +22,10 @@ _NUMPY_BY_DTYPE: dict[manifest_pb2.DType, np.dtype[np.generic]] = {
     manifest_pb2.DTYPE_INT64: np.dtype("<i8"),
 }
 _DTYPE_BY_NAME = {dt.name: code for code, dt in _NUMPY_BY_DTYPE.items()}
+# Keyed by np.dtype itself (hashable, equal across byte orders' canonical forms): a hot-path lookup
+# without the cost of building dtype names.
+_DTYPE_BY_NUMPY = {dt: code for code, dt in _NUMPY_BY_DTYPE.items()} | {
+    dt.newbyteorder(">"): code for code, dt in _NUMPY_BY_DTYPE.items()}
 
 
 def dtype_name(dtype: manifest_pb2.DType) -> str:
@@ -44,19 +48,19 @@ def to_numpy_dtype(dtype: manifest_pb2.DType) -> np.dtype[np.generic]:
 
 def from_numpy_dtype(dtype: npt.DTypeLike) -> manifest_pb2.DType:
     """The wire dtype of a NumPy dtype."""
-    name = np.dtype(dtype).name
-    try:
-        return _DTYPE_BY_NAME[name]
-    except KeyError:
+    code = _DTYPE_BY_NUMPY.get(dtype if isinstance(dtype, np.dtype) else np.dtype(dtype))
+    if code is None:
         raise InvalidArgument(
-            f"arrays of dtype {name} cannot travel; use one of {', '.join(sorted(_DTYPE_BY_NAME))}"
-        ) from None
+            f"arrays of dtype {np.dtype(dtype).name} cannot travel; use one of {', '.join(sorted(_DTYPE_BY_NAME))}"
+        )
+    return code
 
 
 def encode(array: npt.NDArray[np.generic]) -> inference_pb2.Tensor:
     """Pack an array into a Tensor message (C order, little-endian)."""
     code = from_numpy_dtype(array.dtype)
-    data = np.ascontiguousarray(array, dtype=_NUMPY_BY_DTYPE[code])
+    wire = _NUMPY_BY_DTYPE[code]
+    data = array if array.dtype == wire and array.flags.c_contiguous else np.ascontiguousarray(array, dtype=wire)
     return inference_pb2.Tensor(dtype=code, shape=data.shape, data=data.tobytes())
 
 

@@ -3,9 +3,10 @@
 The batcher never sees protobuf: requests are dicts of per-sample NumPy arrays. Tiles whose arrays
 have the same shapes and dtypes are stacked into one engine call of up to `max_batch_size`.
 
-When every engine instance is idle, a tile starts at once. Under load, the tiles that arrived
-during the previous call form the next batch; an instance that frees up while another is still
-busy may wait up to `max_queue_delay` for a fuller batch.
+Each engine instance has its own thread that takes batches from the shared queue, so the event loop
+never blocks on an engine and hands a result back in one loop turn. When every instance is idle a
+tile starts at once; under load, the tiles that arrived during the previous call form the next batch,
+and an instance that frees up while another is still busy may wait up to `max_queue_delay` for more.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -54,7 +55,7 @@ class BatchObserver(Protocol):
     def batch_failed(self, size: int) -> None: ...
 
 
-@dataclass
+@dataclass(eq=False)
 class _Request:
     sample: Feeds
     future: asyncio.Future[TileOutputs]
@@ -81,7 +82,6 @@ class DynamicBatcher:
     def __init__(
         self,
         runs: Sequence[RunBatch],
-        executor: Executor,
         *,
         max_batch_size: int,
         max_queue_size: int,
@@ -89,68 +89,88 @@ class DynamicBatcher:
         name: str = "model",
         observer: BatchObserver | None = None,
     ) -> None:
-        """`runs` holds one engine call per instance; instances run concurrently."""
+        """`runs` holds one engine call per instance; each gets its own thread."""
         self._runs = list(runs)
-        self._executor = executor
         self._max_batch = max_batch_size
         self._max_queue = max_queue_size
         self._delay = max_queue_delay_s
         self._name = name
         self._observer = observer
         self._pending: collections.deque[_Request] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
+        self._cond = threading.Condition()  # guards _pending, _busy, _stopping
         self._busy = 0
-        self._workers: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._closed = False
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle = asyncio.Event()
         self.stats = BatchStats()
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._idle.set()
-        self._workers = [asyncio.create_task(self._work(run), name=f"batcher-{self._name}-{i}")
-                         for i, run in enumerate(self._runs)]
+        for i, run in enumerate(self._runs):
+            thread = threading.Thread(target=self._engine_loop, args=(run,), name=f"engine-{self._name}-{i}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     @property
     def queued(self) -> int:
         return len(self._pending)
 
-    async def submit(self, sample: Feeds, deadline: float | None = None) -> TileOutputs:
-        """Queue one tile's arrays and wait for its outputs."""
-        if self._closed:
+    def enqueue(self, sample: Feeds, deadline: float | None = None) -> asyncio.Future[TileOutputs]:
+        """Queue one tile's arrays; the future resolves with its outputs. Call from the event loop."""
+        if self._closed or self._loop is None:
             raise Unavailable(f"model {self._name} is being unloaded; retry")
         if len(self._pending) >= self._max_queue:
             raise ResourceExhausted(
                 f"model {self._name}: queue is full ({self._max_queue} tiles waiting); "
                 "send fewer tiles at once or retry later"
             )
-        request = _Request(sample, asyncio.get_running_loop().create_future(), deadline)
-        self._pending.append(request)
-        self._idle.clear()
-        self._wakeup.set()
-        try:
-            return await request.future
-        except asyncio.CancelledError:  # its stream was cancelled: free its place in the queue now
-            with contextlib.suppress(ValueError):
+        request = _Request(sample, self._loop.create_future(), deadline)
+        request.future.add_done_callback(lambda future: self._forget_if_cancelled(request))
+        with self._cond:
+            self._pending.append(request)
+            self._idle.clear()
+            self._cond.notify()
+        return request.future
+
+    async def submit(self, sample: Feeds, deadline: float | None = None) -> TileOutputs:
+        """Queue one tile's arrays and wait for its outputs."""
+        return await self.enqueue(sample, deadline)
+
+    def _forget_if_cancelled(self, request: _Request) -> None:
+        """A cancelled tile leaves the queue at once, so it neither runs nor counts against the limit."""
+        if request.future.cancelled():
+            # ValueError: already taken into a batch; the engine thread skips its result.
+            with self._cond, contextlib.suppress(ValueError):
                 self._pending.remove(request)
-            raise
 
     async def drain(self) -> None:
-        """Wait until every queued tile has been computed (new tiles may still arrive meanwhile)."""
+        """Wait until every queued tile has been computed."""
         while self._pending or self._busy:
             self._idle.clear()
+            if not self._pending and not self._busy:
+                break
             await self._idle.wait()
 
     async def close(self) -> None:
-        """Refuse new tiles, finish the queued ones, then stop the workers."""
+        """Refuse new tiles, finish the queued ones, then stop the engine threads."""
         self._closed = True
         await self.drain()
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
 
-    def _take_batch(self) -> list[_Request]:
-        """Pop up to max_batch live requests with the first one's key; others keep their place."""
+    # -- engine threads --------------------------------------------------------------------
+
+    def _take_batch(self) -> tuple[list[_Request], list[_Request]]:
+        """Pop up to max_batch live requests with the first one's key, and the expired ones."""
         batch: list[_Request] = []
+        expired: list[_Request] = []
         kept: collections.deque[_Request] = collections.deque()
         now = time.monotonic()
         while self._pending and len(batch) < self._max_batch:
@@ -158,9 +178,7 @@ class DynamicBatcher:
             if request.future.done():  # cancelled by its caller
                 continue
             if request.deadline is not None and request.deadline <= now:
-                self.stats.expired += 1
-                request.future.set_exception(DeadlineExceeded(
-                    f"model {self._name}: deadline passed after {now - request.queued_at:.3f} s in the queue"))
+                expired.append(request)
                 continue
             if batch and request.key != batch[0].key:
                 kept.append(request)
@@ -168,61 +186,76 @@ class DynamicBatcher:
             batch.append(request)
         kept.extend(self._pending)
         self._pending = kept
-        return batch
+        return batch, expired
 
-    async def _wait_for_fuller_batch(self) -> None:
-        deadline = time.monotonic() + self._delay
-        while len(self._pending) < self._max_batch and (remaining := deadline - time.monotonic()) > 0:
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
-
-    async def _work(self, run: RunBatch) -> None:
+    def _engine_loop(self, run: RunBatch) -> None:
         while True:
-            while not self._pending:
-                if not self._busy:
-                    self._idle.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            if self._delay and self._busy and len(self._pending) < self._max_batch:
-                await self._wait_for_fuller_batch()
-            batch = self._take_batch()
-            if not batch:
-                continue
-            self._busy += 1
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if self._stopping and not self._pending:
+                    return
+                if self._delay and self._busy and len(self._pending) < self._max_batch:
+                    until = time.monotonic() + self._delay
+                    while len(self._pending) < self._max_batch and (left := until - time.monotonic()) > 0:
+                        self._cond.wait(left)
+                batch, expired = self._take_batch()
+                self._busy += 1
             try:
-                await self._execute(run, batch)
+                if expired:
+                    self._post(self._expire, expired)
+                if batch:
+                    self._post(self._finish, batch, *self._compute(run, batch))
             finally:
-                self._busy -= 1
-                if not self._busy and not self._pending:
-                    self._idle.set()
+                with self._cond:
+                    self._busy -= 1
+                    if not self._busy and not self._pending:
+                        self._post(self._idle.set)
 
-    async def _execute(self, run: RunBatch, batch: list[_Request]) -> None:
-        feeds = {name: np.stack([r.sample[name] for r in batch]) for name in batch[0].sample}
+    def _compute(self, run: RunBatch, batch: list[_Request]) -> tuple[list[Array] | Exception, float, float]:
+        """Run one batch in this engine thread: (outputs or the error, start time, seconds)."""
+        if len(batch) == 1:  # a view, no copy: the common case at low load
+            feeds = {name: array[None] for name, array in batch[0].sample.items()}
+        else:
+            feeds = {name: np.stack([r.sample[name] for r in batch]) for name in batch[0].sample}
         started = time.monotonic()
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, run, feeds)
+            outputs: list[Array] | Exception = run(feeds)
         except TilecastError as exc:
-            error: Exception = exc
-        except Exception as exc:  # an engine failure must fail these tiles, not the worker
+            outputs = exc
+        except Exception as exc:  # an engine failure must fail these tiles, not the engine thread
             log.exception("model %s: engine call failed", self._name)
-            error = Internal(f"model {self._name}: engine failed on a batch of {len(batch)}: {exc}")
-        else:
-            compute = time.monotonic() - started
-            waits = [started - r.queued_at for r in batch]
-            self._record(len(batch), waits, compute)
-            for i, request in enumerate(batch):
-                if not request.future.done():
-                    request.future.set_result(
-                        TileOutputs([out[i] for out in outputs], waits[i], compute, len(batch)))
-            return
-        if self._observer:
-            self._observer.batch_failed(len(batch))
-        for request in batch:
+            outputs = Internal(f"model {self._name}: engine failed on a batch of {len(batch)}: {exc}")
+        return outputs, started, time.monotonic() - started
+
+    def _post(self, callback: Callable[..., object], *args: object) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    # -- back on the event loop ------------------------------------------------------------
+
+    def _expire(self, requests: list[_Request]) -> None:
+        now = time.monotonic()
+        for request in requests:
+            self.stats.expired += 1
             if not request.future.done():
-                request.future.set_exception(error)
+                request.future.set_exception(DeadlineExceeded(
+                    f"model {self._name}: deadline passed after {now - request.queued_at:.3f} s in the queue"))
+
+    def _finish(self, batch: list[_Request], outputs: list[Array] | Exception, started: float,
+                compute: float) -> None:
+        if isinstance(outputs, Exception):
+            if self._observer:
+                self._observer.batch_failed(len(batch))
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(outputs)
+            return
+        waits = [started - r.queued_at for r in batch]
+        self._record(len(batch), waits, compute)
+        for i, request in enumerate(batch):
+            if not request.future.done():
+                request.future.set_result(TileOutputs([out[i] for out in outputs], waits[i], compute, len(batch)))
 
     def _record(self, size: int, waits: list[float], compute: float) -> None:
         s = self.stats

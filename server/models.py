@@ -121,7 +121,7 @@ class ModelManager:
         if entry.manifest is not None:
             delay = entry.manifest.serving.max_queue_delay_ms or self._settings.max_queue_delay_ms
             served.batcher = DynamicBatcher(
-                [b.infer for b in entry.backends], self._executor,
+                [b.infer for b in entry.backends],
                 max_batch_size=self._max_batch(entry.manifest), max_queue_size=self._settings.max_queue_size,
                 max_queue_delay_s=delay / 1000, name=f"{name}/{version}", observer=self._metrics.observer(name))
             served.batcher.start()

@@ -167,10 +167,11 @@ _DONE = object()
 
 
 class _TileStream:
-    """One StreamPredict call: read tiles, submit each to the batcher, send results as they finish.
+    """One StreamPredict call: read tiles, queue each in the batcher, send results as they finish.
 
     At most `window` tiles are in flight; beyond that the reader stops reading, and gRPC's flow
-    control holds the client back.
+    control holds the client back. Results are turned into messages in the futures' callbacks, so a
+    finished tile costs the event loop one turn before it is written.
     """
 
     def __init__(self, served: Served, extra: dict[str, Array], window: int, deadline: float | None,
@@ -185,20 +186,25 @@ class _TileStream:
         self._in_flight = metrics.in_flight.labels(self._manifest.name)
         self._slots = asyncio.Semaphore(window)
         self._results: asyncio.Queue[object] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: set[asyncio.Future[TileOutputs]] = set()
+        self._reading_done = False
 
-    async def _one(self, tile_id: int, tile: Array) -> None:
-        self._in_flight.inc()
-        try:
-            result = await self._batcher.submit({self._input: tile, **self._extra}, self._deadline)
+    def _done(self, tile_id: int, future: asyncio.Future[TileOutputs]) -> None:
+        self._waiting.discard(future)
+        self._slots.release()
+        self._in_flight.dec()
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            self._results.put_nowait(error)
+        else:
+            result = future.result()
             message = inference_pb2.TileResult(
                 id=tile_id, outputs=[tensors.encode(o) for o in result.outputs], timing=_timing(result))
-            await self._results.put(inference_pb2.StreamPredictResponse(result=message, version=self._version))
-        except Exception as exc:
-            await self._results.put(exc)
-        finally:
-            self._in_flight.dec()
-            self._slots.release()
+            self._results.put_nowait(inference_pb2.StreamPredictResponse(result=message, version=self._version))
+        if self._reading_done and not self._waiting:
+            self._results.put_nowait(_DONE)
 
     async def _read(self, requests: AsyncIterator[inference_pb2.StreamPredictRequest]) -> None:
         try:
@@ -210,13 +216,19 @@ class _TileStream:
                 except InvalidArgument as exc:
                     raise InvalidArgument(f"tile {request.tile.id}: {exc}") from exc
                 await self._slots.acquire()
-                task = asyncio.create_task(self._one(request.tile.id, tile))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            await asyncio.gather(*self._tasks)
-            await self._results.put(_DONE)
+                try:
+                    future = self._batcher.enqueue({self._input: tile, **self._extra}, self._deadline)
+                except BaseException:
+                    self._slots.release()
+                    raise
+                self._in_flight.inc()
+                self._waiting.add(future)
+                future.add_done_callback(functools.partial(self._done, request.tile.id))
+            self._reading_done = True
+            if not self._waiting:
+                self._results.put_nowait(_DONE)
         except Exception as exc:
-            await self._results.put(exc)
+            self._results.put_nowait(exc)
 
     async def run(
         self, requests: AsyncIterator[inference_pb2.StreamPredictRequest]
@@ -234,6 +246,6 @@ class _TileStream:
         finally:
             # On error or cancellation, drop this stream's queued work; other streams are untouched.
             reader.cancel()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(reader, *self._tasks, return_exceptions=True)
+            for future in list(self._waiting):
+                future.cancel()
+            await asyncio.gather(reader, return_exceptions=True)

@@ -53,13 +53,14 @@ def check_image_tensor(
             f"model {model}: batch of {shape[0]} tiles; send 1..{manifest.tiling.max_batch_size} per call"
         )
     _check_edges(model, manifest.tiling, shape[-3], shape[-2])
-    want = math.prod(shape) * tensors.to_numpy_dtype(spec.dtype).itemsize
+    dtype = tensors.to_numpy_dtype(spec.dtype)
+    want = math.prod(shape) * dtype.itemsize
     if len(tensor.data) != want:
         raise InvalidArgument(
-            f"model {model}: tensor of shape {shape} and dtype {tensors.dtype_name(tensor.dtype)} "
+            f"model {model}: tensor of shape {shape} and dtype {dtype.name} "
             f"needs {want} bytes, received {len(tensor.data)}"
         )
-    return tensors.decode(tensor)
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
 
 
 def parameter_feeds(

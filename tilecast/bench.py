@@ -128,32 +128,33 @@ def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, L
     return Latency.of(streamed), Latency.of(unary_rtts), pipelined
 
 
-def measure_engine(onnx: Path, input_name: str, tile: Tile, threads: int, batches: list[int],
-                   seconds: float, samples: int) -> tuple[Latency, dict[int, float]]:
-    """The engine alone, in this process, with the server's thread count: latency and tiles/s per batch."""
-    import onnxruntime as ort
+class Engine:
+    """The server's own engine class, in this process, with the server's thread count: the baseline."""
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
-    single = tile[None]
-    for _ in range(3):
-        session.run(None, {input_name: single})
-    latencies = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        session.run(None, {input_name: single})
-        latencies.append(time.perf_counter() - started)
-    rates = {}
-    for batch in sorted(set(batches)):
-        stacked = np.repeat(single, batch, axis=0)
+    def __init__(self, onnx: Path, input_name: str, threads: int) -> None:
+        from tilecast.server.backends.ort import OnnxRuntimeBackend
+
+        self._backend = OnnxRuntimeBackend(onnx, threads)
+        self._input = input_name
+
+    def latency(self, tile: Tile, samples: int) -> Latency:
+        single = {self._input: tile[None]}
+        for _ in range(3):
+            self._backend.infer(single)
+        times = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            self._backend.infer(single)
+            times.append(time.perf_counter() - started)
+        return Latency.of(times)
+
+    def rate(self, tile: Tile, batch: int, seconds: float) -> float:
+        feeds = {self._input: np.repeat(tile[None], batch, axis=0)}
         count, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            session.run(None, {input_name: stacked})
+            self._backend.infer(feeds)
             count += batch
-        rates[batch] = count / (time.perf_counter() - started)
-    return Latency.of(latencies), rates
+        return count / (time.perf_counter() - started)
 
 
 def measure_server_latency(address: str, model: str, tile: Tile, samples: int) -> tuple[Latency, ...]:
@@ -215,6 +216,20 @@ def measure_server_throughput(address: str, model: str, tile: Tile, concurrency:
         return total / (time.perf_counter() - started)
 
 
+def throughput_point(engine: Engine, server: str, model: str, tile: Tile, concurrency: int, mode: str,
+                     seconds: float, rounds: int) -> dict[str, Any]:
+    """Server and in-process throughput measured in alternating slices, so drift in the machine's
+    speed (other tenants, clocks) falls on both alike. In-process runs the batch the server would form."""
+    batch = max(1, min(concurrency, 8))
+    slice_s = seconds / rounds
+    server_rates, local_rates = [], []
+    for _ in range(rounds):
+        local_rates.append(engine.rate(tile, batch, slice_s))
+        server_rates.append(measure_server_throughput(server, model, tile, concurrency, slice_s, mode))
+    served, local = float(np.mean(server_rates)), float(np.mean(local_rates))
+    return {"mode": mode, "concurrency": concurrency, "server": served, "in_process": local, "ratio": served / local}
+
+
 def judge(report: Report) -> None:
     """The targets of DESIGN.md and issue 3, each with its measured value."""
     def target(what: str, value: float, limit: float, higher_is_better: bool = False) -> None:
@@ -264,7 +279,8 @@ def bench(
     server: Annotated[str, typer.Option(help="host:port of a running server; empty starts one.")] = "",
     tile: Annotated[int, typer.Option(help="Tile edge in pixels.")] = 256,
     concurrency: Annotated[str, typer.Option(help="Tiles in flight to sweep, comma-separated.")] = "1,2,4,8",
-    seconds: Annotated[float, typer.Option(help="Duration of each throughput point.")] = 5.0,
+    seconds: Annotated[float, typer.Option(help="Duration of each throughput point, per side.")] = 6.0,
+    rounds: Annotated[int, typer.Option(help="Alternating server/in-process slices per point.")] = 3,
     samples: Annotated[int, typer.Option(help="Round trips per latency measurement.")] = 200,
     threads: Annotated[int, typer.Option(help="Engine threads, for the server started here and in-process.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
@@ -298,19 +314,15 @@ def bench(
         report.echo_stream, report.echo_unary, report.echo_pipelined_ms_per_tile = measure_echo(
             f"127.0.0.1:{echo_port}", request, samples)
         out.print("measuring the engine in-process...")
-        onnx = repository / model / str(manifest.version) / "model.onnx"
-        batches = [min(c, manifest.tiling.max_batch_size, 8) for c in levels]
-        report.engine, rates = measure_engine(onnx, spec.name, image, threads, batches, seconds, samples // 4)
+        engine = Engine(repository / model / str(manifest.version) / "model.onnx", spec.name, threads)
+        report.engine = engine.latency(image, max(10, samples // 4))
         out.print("measuring server latency...")
         report.stream, report.stream_added, report.unary, report.unary_added = measure_server_latency(
             server, model, image, samples)
         for mode in ("stream", "unary"):
             for c in levels:
-                out.print(f"measuring server throughput: {mode}, {c} in flight...")
-                rate = measure_server_throughput(server, model, image, c, seconds, mode)
-                baseline = max(rates[b] for b in rates if b <= max(1, min(c, 8)))
-                report.throughput.append({"mode": mode, "concurrency": c, "server": rate, "in_process": baseline,
-                                          "ratio": rate / baseline})
+                out.print(f"measuring throughput: {mode}, {c} in flight, against in-process...")
+                report.throughput.append(throughput_point(engine, server, model, image, c, mode, seconds, rounds))
     judge(report)
     show(report)
     if json_out:
