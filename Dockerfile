@@ -11,6 +11,6 @@ COPY export export
 COPY training training
 RUN pip install --no-cache-dir ".[server,client]"
 COPY models /models
-EXPOSE 8500
+EXPOSE 8500 8502
 ENV TILECAST_REPOSITORY=/models TILECAST_HOST=0.0.0.0 TILECAST_PORT=8500
 CMD ["tilecast", "serve"]
