@@ -1,7 +1,8 @@
-"""`tilecast export ...`."""
+"""`tilecast export onnx | tensorrt | inspect | verify`."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -9,31 +10,129 @@ from typing import Annotated
 
 import typer
 
-from tilecast.console import out, setup_logging, user_errors
+from tilecast.console import fail, out, setup_logging, user_errors
 
-app = typer.Typer(help="Export trained models into a model repository (needs the 'export' extra).",
+app = typer.Typer(help="Export trained models into a model repository and check them (needs the 'export' extra).",
                   no_args_is_help=True)
+
+
+def _floats(text: str, channels: int, default: float) -> list[float]:
+    values = [float(v) for v in text.split(",")] if text else [default]
+    return values * channels if len(values) == 1 else values
 
 
 @app.command("onnx")
 @user_errors
 def onnx(
-    checkpoint: Annotated[Path, typer.Argument(help="A tilecast checkpoint.pt.")],
+    source: Annotated[Path, typer.Argument(help="Checkpoint, state dict or TorchScript file.")],
     name: Annotated[str, typer.Option(help="Model name in the repository.")],
     repository: Annotated[Path, typer.Option(help="Model repository folder.")] = Path("models"),
+    source_format: Annotated[str, typer.Option(
+        "--format", help="tilecast (a `tilecast train` checkpoint), pix2pix (a pytorch-CycleGAN-and-pix2pix "
+                         "generator), module (--module + state dict) or torchscript.")] = "tilecast",
+    arch: Annotated[str, typer.Option(help="pix2pix: resnet_9blocks, resnet_6blocks, unet_256, unet_128.")] = (
+        "resnet_9blocks"),
+    norm: Annotated[str, typer.Option(help="pix2pix: batch, instance or none.")] = "instance",
+    ngf: Annotated[int, typer.Option(help="pix2pix: generator width.")] = 64,
+    dropout: Annotated[bool, typer.Option(help="pix2pix: the generator was built with dropout.")] = False,
+    module: Annotated[str, typer.Option(help="module: package.module:Factory.")] = "",
+    module_kwargs: Annotated[str, typer.Option(help="module: JSON keyword arguments for the factory.")] = "{}",
+    kind: Annotated[str, typer.Option(help="module/torchscript: generator, segmenter or classifier.")] = "generator",
+    input_nc: Annotated[int, typer.Option(help="Input channels (pix2pix, module, torchscript).")] = 3,
+    output_nc: Annotated[int, typer.Option(help="Output channels or classes (pix2pix, module, torchscript).")] = 3,
+    mean: Annotated[str, typer.Option(help="module/torchscript: per-channel mean on [0, 1] (one value or C).")] = "0.5",
+    std: Annotated[str, typer.Option(help="module/torchscript: per-channel std on [0, 1].")] = "0.5",
+    size_multiple: Annotated[int, typer.Option(help="module/torchscript: input edges must be multiples of this.")] = 1,
     version: Annotated[int, typer.Option(help="Version to write; 0 = next free.")] = 0,
     tile_size: Annotated[int, typer.Option(help="Preferred tile core edge.")] = 512,
+    max_size: Annotated[int, typer.Option(help="Largest input edge the server will accept.")] = 2048,
+    input_dtype: Annotated[str, typer.Option(help="uint8 or uint16 tiles in.")] = "uint8",
+    output_dtype: Annotated[str, typer.Option(help="Generators: uint8 or uint16 images out.")] = "uint8",
+    probabilities: Annotated[bool, typer.Option(help="Segmenters: also return class probabilities.")] = False,
+    classes: Annotated[str, typer.Option(help="Class names, comma-separated.")] = "",
+    fp16: Annotated[bool, typer.Option(help="Also write model.fp16.onnx with its own parity figures.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
     description: Annotated[str, typer.Option()] = "",
     reproduce: Annotated[str, typer.Option(help="The command that reproduces this model, for the manifest.")] = "",
 ) -> None:
-    """Export a generator checkpoint to ONNX (uint8 HWC in and out), check it, and add it as a new version."""
-    from tilecast.export.onnx_export import ExportConfig, export_generator
+    """Export a network to ONNX (wire dtypes in and out), check it, and add it as a new version."""
+    from tilecast.export import sources
+    from tilecast.export.onnx_export import ExportConfig, export_model
 
     setup_logging("INFO")
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such file")
+    for option, value, allowed in (("--input-dtype", input_dtype, ("uint8", "uint16")),
+                                   ("--output-dtype", output_dtype, ("uint8", "uint16")),
+                                   ("--format", source_format, ("tilecast", "pix2pix", "module", "torchscript"))):
+        if value not in allowed:
+            raise ValueError(f"{option} {value!r} is not one of {', '.join(allowed)}")
+    means, stds = _floats(mean, input_nc, 0.5), _floats(std, input_nc, 0.5)
+    if source_format == "tilecast":
+        loaded = sources.from_checkpoint(source)
+    elif source_format == "pix2pix":
+        loaded = sources.from_pix2pix(source, arch, norm, input_nc, output_nc, ngf, dropout)
+    elif source_format == "module":
+        loaded = sources.from_import_path(module, source, json.loads(module_kwargs), kind, input_nc, output_nc,
+                                          means, stds, size_multiple)
+    else:
+        loaded = sources.from_torchscript(source, kind, input_nc, output_nc, means, stds, size_multiple)
+    real = []
+    data = loaded.training.get("config", {}).get("data")
+    if data:
+        from tilecast.training.data.paired import load_paired
+
+        real = load_paired(data, "val").inputs  # the checkpoint's own validation images
     command = reproduce or shlex.join(["tilecast", "export", "onnx", *sys.argv[3:]])
-    config = ExportConfig(checkpoint=checkpoint, repository=repository, name=name, version=version,
-                          tile_size=tile_size, description=description, command=command)
-    path = export_generator(config)
+    config = ExportConfig(
+        repository=repository, name=name, version=version, tile_size=tile_size, max_size=max_size, opset=opset,
+        input_dtype=input_dtype, output_dtype=output_dtype, probabilities=probabilities,
+        class_names=tuple(c.strip() for c in classes.split(",") if c.strip()), fp16=fp16,
+        description=description, command=command)
+    path = export_model(loaded, config, real)
     out.print(f"exported: {path}")
+
+
+@app.command("tensorrt")
+@user_errors
+def tensorrt(
+    version_dir: Annotated[Path, typer.Argument(help="A version folder, e.g. models/ihc-colorize/1.")],
+    fp16: Annotated[bool, typer.Option(help="Build an fp16 engine.")] = False,
+    timing_cache: Annotated[Path | None, typer.Option(help="Timing cache file to reuse and update.")] = None,
+    hardware_compatible: Annotated[bool, typer.Option(help="Build for all Ampere and newer GPUs.")] = False,
+) -> None:
+    """Build a TensorRT engine for this GPU from the version's ONNX model, and record it."""
+    from tilecast.export.tensorrt_export import build_plan
+
+    setup_logging("INFO")
+    path = build_plan(version_dir, fp16, timing_cache, hardware_compatible)
+    out.print(f"engine: {path}")
+
+
+@app.command("inspect")
+@user_errors
+def inspect(version_dir: Annotated[Path, typer.Argument(help="A version folder.")]) -> None:
+    """Print a version's manifest as a table."""
+    from rich.table import Table
+
+    from tilecast.export.verify import describe
+    from tilecast.proto import manifest as manifest_io
+
+    table = Table("field", "value", show_header=False)
+    for field, value in describe(manifest_io.read_manifest(version_dir / manifest_io.MANIFEST_FILE)):
+        table.add_row(field, value)
+    out.print(table)
+
+
+@app.command("verify")
+@user_errors
+def verify(version_dirs: Annotated[list[Path], typer.Argument(help="Version folders to check.")]) -> None:
+    """Re-check checksums and re-run the recorded parity probe; exit 1 on tampering or drift."""
+    from tilecast.export.verify import verify as check
+
+    problems = [p for version_dir in version_dirs for p in check(version_dir)]
+    if problems:
+        for problem in problems:
+            out.print(f"[red]FAILED[/] {problem}", highlight=False)
+        raise fail(f"{len(problems)} problem(s) in {len(version_dirs)} version(s)")
+    out.print(f"[green]ok[/] {len(version_dirs)} version(s): checksums match, parity probe reproduced")

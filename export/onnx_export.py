@@ -1,4 +1,11 @@
-"""`tilecast export onnx`: a trained generator checkpoint -> a checked version in a model repository."""
+"""`tilecast export onnx`: a network -> a checked, self-describing version in a model repository.
+
+The steps, each recorded in the manifest: wrap with per-pixel pre/postprocessing; measure the halo,
+size multiple and image-global operations; export with dynamic batch, height and width (declared as
+multiples of the size multiple); onnx.checker; save ONNX Runtime's BASIC optimisation (portable);
+parity against PyTorch on the float core and on the wire dtypes, random and real inputs; an fp16
+variant on request; a parity probe for `tilecast export verify`; checksums; an atomic rename.
+"""
 
 from __future__ import annotations
 
@@ -15,23 +22,29 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch import nn
 
 import tilecast
+from tilecast.export import parity
 from tilecast.export.receptive_field import has_global_ops, measure_receptive_radius
-from tilecast.export.wrappers import Uint8ImageGenerator
+from tilecast.export.sources import LoadedModel
+from tilecast.export.wrappers import Classifier, Half, ImageGenerator, Segmenter, SegmenterWithProbabilities
 from tilecast.proto import manifest as manifest_io
 from tilecast.proto.v1 import manifest_pb2
-from tilecast.training.data.paired import load_paired
-from tilecast.training.models import create_model
-from tilecast.training.pix2pix import load_checkpoint
 
 log = logging.getLogger(__name__)
-INPUT_NAME, OUTPUT_NAME = "image", "generated"
+INPUT_NAME = "image"
+FP16_FILE = "model.fp16.onnx"
+WIRE_DTYPES = {"uint8": manifest_pb2.DTYPE_UINT8, "uint16": manifest_pb2.DTYPE_UINT16}
+KINDS: dict[str, manifest_pb2.ModelKind] = {
+    "generator": manifest_pb2.MODEL_KIND_GENERATOR,
+    "segmenter": manifest_pb2.MODEL_KIND_SEGMENTER,
+    "classifier": manifest_pb2.MODEL_KIND_CLASSIFIER,
+}
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    checkpoint: Path
     repository: Path
     name: str
     version: int = 0  # 0: one past the newest version in the repository
@@ -39,6 +52,11 @@ class ExportConfig:
     max_size: int = 2048
     max_batch_size: int = 16
     opset: int = 18
+    input_dtype: str = "uint8"
+    output_dtype: str = "uint8"  # generators
+    probabilities: bool = False  # segmenters: also return per-class probabilities
+    class_names: tuple[str, ...] = ()
+    fp16: bool = False
     description: str = ""
     command: str = ""  # the command that reproduces the model, recorded in the manifest
 
@@ -48,66 +66,128 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def _export_graph(wrapper: torch.nn.Module, in_channels: int, multiple: int, max_size: int,
-                  path: Path, opset: int) -> None:
-    """Dynamic batch, height and width; the height and width are declared as multiples of `multiple`."""
-    # torch.export specialises dimensions of size 0 and 1, so the example avoids them.
-    example = torch.zeros(2, 8 * multiple, 8 * multiple, in_channels, dtype=torch.uint8)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    h = torch.export.Dim("h_cells", min=2, max=max_size // multiple)
-    w = torch.export.Dim("w_cells", min=2, max=max_size // multiple)
+def wrap(source: LoadedModel, config: ExportConfig, core: nn.Module | None = None) -> nn.Module:
+    """The network with the wire dtypes' pre- and postprocessing around it (scripted around TorchScript)."""
+    core = source.module if core is None else core
+    wrapper: nn.Module
+    if source.kind == "generator":
+        wrapper = ImageGenerator(core, source.mean, source.std, config.input_dtype, config.output_dtype)
+    elif source.kind == "segmenter":
+        segmenter = SegmenterWithProbabilities if config.probabilities else Segmenter
+        wrapper = segmenter(core, source.mean, source.std, config.input_dtype, source.out_channels)
+    else:
+        wrapper = Classifier(core, source.mean, source.std, config.input_dtype)
+    wrapper.eval()
+    return torch.jit.script(wrapper) if source.scripted else wrapper
+
+
+def output_specs(source: LoadedModel, config: ExportConfig) -> list[manifest_pb2.TensorSpec]:
+    nhwc, interp = manifest_pb2.LAYOUT_NHWC, manifest_pb2
+    if source.kind == "generator":
+        return [manifest_pb2.TensorSpec(name="generated", dtype=WIRE_DTYPES[config.output_dtype],
+                                        channels=source.out_channels, layout=nhwc,
+                                        interpretation=interp.OUTPUT_INTERPRETATION_IMAGE)]
+    if source.kind == "segmenter":
+        labels = manifest_pb2.DTYPE_UINT8 if source.out_channels <= 256 else manifest_pb2.DTYPE_UINT16
+        specs = [manifest_pb2.TensorSpec(name="labels", dtype=labels, channels=1, layout=nhwc,
+                                         interpretation=interp.OUTPUT_INTERPRETATION_CLASS_LABELS)]
+        if config.probabilities:
+            specs.append(manifest_pb2.TensorSpec(
+                name="probabilities", dtype=manifest_pb2.DTYPE_UINT8, channels=source.out_channels, layout=nhwc,
+                interpretation=interp.OUTPUT_INTERPRETATION_CLASS_PROBABILITIES))
+        return specs
+    return [manifest_pb2.TensorSpec(name="scores", dtype=manifest_pb2.DTYPE_FLOAT32, channels=source.out_channels,
+                                    layout=manifest_pb2.LAYOUT_NC,
+                                    interpretation=interp.OUTPUT_INTERPRETATION_CLASS_PROBABILITIES)]
+
+
+def export_graph(module: nn.Module, example: torch.Tensor, path: Path, *, opset: int, multiple: int,
+                 max_size: int, output_names: list[str], layout: str, scripted: bool = False) -> None:
+    """Dynamic batch, height and width; height and width are declared as multiples of `multiple`."""
     with warnings.catch_warnings():
-        # torch's own exporter trips over its own deprecations; nothing a user can act on.
-        warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
+        # torch's exporter trips over its own deprecations; nothing a user can act on.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="no signature found", category=UserWarning)
+        h_axis, w_axis = (1, 2) if layout == "NHWC" else (2, 3)
+        if scripted:  # TorchScript goes through the TorchScript-based exporter
+            axes = {0: "batch", h_axis: "height", w_axis: "width"}
+            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=output_names,
+                              dynamic_axes={INPUT_NAME: axes, **{n: {0: "batch"} for n in output_names}})
+            return
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        h = torch.export.Dim("h_cells", min=2, max=max(2, max_size // multiple))
+        w = torch.export.Dim("w_cells", min=2, max=max(2, max_size // multiple))
+        input_arg = next(iter(_forward_arg_names(module)))
         program = torch.onnx.export(
-            wrapper, (example,), dynamo=True, external_data=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes={"image": {0: batch, 1: multiple * h, 2: multiple * w}}, verbose=False,
+            module, (example,), dynamo=True, external_data=False, opset_version=opset, verbose=False,
+            input_names=[INPUT_NAME], output_names=output_names,
+            dynamic_shapes={input_arg: {0: batch, h_axis: multiple * h, w_axis: multiple * w}},
         )
-    assert program is not None  # dynamo export always returns the program
-    program.save(str(path), external_data=False)
+        if program is None:
+            raise RuntimeError("torch.onnx.export returned no program")
+        program.save(str(path), external_data=False)
 
 
-def parity(wrapper: torch.nn.Module, path: Path, inputs: list[npt.NDArray[np.uint8]]) -> dict[str, float]:
-    """ONNX Runtime vs PyTorch on the same uint8 inputs: largest level difference, share of values differing."""
+def _forward_arg_names(module: nn.Module) -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(module.forward).parameters if p != "self"]
+
+
+def save_basic_optimised(path: Path) -> None:
+    """Replace the graph with ONNX Runtime's BASIC-level optimisation of it (constant folding, redundant
+    node removal): portable across machines and execution providers, unlike the higher levels."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst, differing, total = 0, 0, 0
-    for batch in inputs:
-        with torch.no_grad():
-            expected = wrapper(torch.from_numpy(batch)).numpy().astype(np.int16)
-        got = session.run(None, {INPUT_NAME: batch})[0].astype(np.int16)
-        diff = np.abs(got - expected)
-        worst, differing, total = max(worst, int(diff.max())), differing + int((diff > 0).sum()), total + diff.size
-    return {"uint8_max_abs_diff": float(worst), "uint8_fraction_differing": differing / total}
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    optimised = path.with_suffix(".basic.onnx")
+    options.optimized_model_filepath = str(optimised)
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    os.replace(optimised, path)
 
 
-def validation_inputs(ckpt: dict[str, Any], multiple: int) -> list[npt.NDArray[np.uint8]]:
-    """The checkpoint's own validation inputs, cropped to the size multiple: real images for parity."""
-    source = ckpt.get("config", {}).get("data")
-    if not source:
-        return []
-    images = load_paired(source, "val").inputs
-    return [img[: img.shape[0] // multiple * multiple, : img.shape[1] // multiple * multiple] for img in images]
+def measure_halo(source: LoadedModel) -> tuple[int, int, bool]:
+    """(receptive radius, halo rounded up to the size multiple, has image-global operations)."""
+    multiple = source.size_multiple
+    global_ops = has_global_ops(source.module)
+    if source.kind == "classifier":  # one answer per patch: the patch is the whole context
+        return 0, 0, global_ops
+    try:
+        radius = measure_receptive_radius(source.module, source.in_channels, multiple)
+    except ValueError:
+        if not global_ops:
+            raise
+        radius = 0  # a scripted network whose global layers could not be set aside
+        log.warning("%s has image-global operations; its halo could not be measured", source.description)
+    return radius, -(-radius // multiple) * multiple, global_ops
 
 
-def export_generator(config: ExportConfig) -> Path:
-    """Export a pix2pix generator checkpoint; returns the new version directory."""
-    ckpt: dict[str, Any] = load_checkpoint(config.checkpoint)
-    core = create_model(ckpt["arch"], **ckpt["model_kwargs"])
-    core.load_state_dict(ckpt["state_dict"], strict=True)
-    core.eval()
-    in_c, out_c = ckpt["model_kwargs"]["input_nc"], ckpt["model_kwargs"]["output_nc"]
-    norm = ckpt["normalization"]
-    wrapper = Uint8ImageGenerator(core, norm["mean"], norm["std"]).eval()
-    multiple = int(getattr(core, "size_multiple", 1))
-    radius = measure_receptive_radius(core, in_c, multiple)
-    halo = -(-radius // multiple) * multiple
-    tile_size = config.tile_size
-    if tile_size % 16 or tile_size % multiple:
-        raise ValueError(f"tile size {tile_size} must be a multiple of 16 and of {multiple}")
+def _probe_inputs(source: LoadedModel, config: ExportConfig,
+                  real: list[npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+    m = source.size_multiple
+    side = max(2, -(-96 // m)) * m
+    dtype = np.uint8 if config.input_dtype == "uint8" else np.uint16
+    high = 256 if dtype == np.uint8 else 65536
+    rng = np.random.default_rng(0)
+    probes = [rng.integers(0, high, (2, side, side + m, source.in_channels), dtype=dtype)]
+    for image in real:
+        h, w = image.shape[0] // m * m, image.shape[1] // m * m
+        if h and w:
+            probes.append(np.ascontiguousarray(image[:h, :w][None]).astype(dtype))
+    return probes
 
+
+def export_model(source: LoadedModel, config: ExportConfig, real_inputs: list[npt.NDArray[Any]] | None = None) -> Path:
+    """Export, check and add a new version to the repository; returns the version directory."""
+    multiple = source.size_multiple
+    if config.tile_size % multiple or (source.kind != "classifier" and config.tile_size % 16):
+        raise ValueError(f"tile size {config.tile_size} must be a multiple of 16 and of the size multiple {multiple}")
+    radius, halo, global_ops = measure_halo(source)
+    if config.tile_size + 2 * halo > config.max_size:
+        raise ValueError(f"tile size {config.tile_size} + 2 x halo {halo} exceeds --max-size {config.max_size}")
     model_dir = config.repository / config.name
     version = config.version or next_version(model_dir)
     if (model_dir / str(version)).exists():
@@ -115,47 +195,69 @@ def export_generator(config: ExportConfig) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir))
     try:
-        onnx_path = staging / manifest_io.ONNX_FILE
-        _export_graph(wrapper, in_c, multiple, config.max_size, onnx_path, config.opset)
-        import onnx
-
-        onnx.checker.check_model(str(onnx_path), full_check=True)
-        rng = np.random.default_rng(0)
-        probes = [rng.integers(0, 256, (2, 64 + multiple * 9, 96, in_c), dtype=np.uint8)]
-        probes += [np.ascontiguousarray(r[None]) for r in validation_inputs(ckpt, multiple)]
-        checks = parity(wrapper, onnx_path, probes)
-        manifest = manifest_pb2.ModelManifest(
-            name=config.name, version=version, kind=manifest_pb2.MODEL_KIND_GENERATOR,
-            description=config.description,
-            inputs=[manifest_pb2.TensorSpec(name=INPUT_NAME, dtype=manifest_pb2.DTYPE_UINT8, channels=in_c,
-                                            layout=manifest_pb2.LAYOUT_NHWC)],
-            outputs=[manifest_pb2.TensorSpec(name=OUTPUT_NAME, dtype=manifest_pb2.DTYPE_UINT8, channels=out_c,
-                                             layout=manifest_pb2.LAYOUT_NHWC,
-                                             interpretation=manifest_pb2.OUTPUT_INTERPRETATION_IMAGE)],
-            tiling=manifest_pb2.Tiling(
-                tile_size=tile_size, halo=halo, size_multiple=multiple, min_size=max(multiple, 16),
-                max_size=config.max_size, max_batch_size=config.max_batch_size,
-                has_global_ops=has_global_ops(core), receptive_radius=radius),
-            preprocessing=manifest_pb2.Preprocessing(
-                mode=manifest_pb2.NORMALIZATION_MODE_FIXED, mean=norm["mean"], std=norm["std"],
-                baked_into_graph=True,
-                description="uint8 -> (x/255 - mean)/std -> network -> tanh -> round((y+1)*127.5) -> uint8"),
-            provenance=manifest_pb2.Provenance(
-                training_data=ckpt.get("training_data", ""), command=config.command,
-                architecture=f"{ckpt['arch']} {ckpt['model_kwargs']}",
-                metrics=ckpt.get("metrics", {}), parity=checks,
-                created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                tilecast_version=tilecast.__version__, exporter=f"torch {torch.__version__} dynamo",
-                opset=config.opset),
-            backends=["onnxruntime"],
-        )
-        manifest.files.extend(manifest_io.checksum_files(staging, [manifest_io.ONNX_FILE]))
+        manifest = _export_into(staging, source, config, radius, halo, global_ops, real_inputs or [])
+        manifest.version = version
         manifest_io.write_manifest(manifest, staging / manifest_io.MANIFEST_FILE)
-        final = model_dir / str(version)
         staging.chmod(0o755)  # mkdtemp makes it private; a server may run as another user
-        os.rename(staging, final)  # atomic: a server never sees a half-written version
+        os.rename(staging, model_dir / str(version))  # atomic: a server never sees a half-written version
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log.info("exported %s version %d: halo %d, parity %s", config.name, version, halo, checks)
-    return final
+    log.info("exported %s version %d: halo %d, parity %s", config.name, version, halo,
+             dict(manifest.provenance.parity))
+    return model_dir / str(version)
+
+
+def _export_into(staging: Path, source: LoadedModel, config: ExportConfig, radius: int, halo: int,
+                 global_ops: bool, real_inputs: list[npt.NDArray[Any]]) -> manifest_pb2.ModelManifest:
+    import onnx
+
+    multiple, in_c = source.size_multiple, source.in_channels
+    wrapper = wrap(source, config)
+    outputs = output_specs(source, config)
+    int_dtype = torch.uint8 if config.input_dtype == "uint8" else torch.uint16
+    example = torch.zeros(2, 8 * multiple, 8 * multiple, in_c, dtype=int_dtype)
+    onnx_path = staging / manifest_io.ONNX_FILE
+    export_graph(wrapper, example, onnx_path, opset=config.opset, multiple=multiple, max_size=config.max_size,
+                 output_names=[o.name for o in outputs], layout="NHWC", scripted=source.scripted)
+    onnx.checker.check_model(str(onnx_path), full_check=True)
+    save_basic_optimised(onnx_path)
+
+    probes = _probe_inputs(source, config, real_inputs)
+    checks = parity.float_core(source.module, in_c, multiple, staging, config.opset, source.scripted)
+    checks.update(parity.wire(wrapper, onnx_path, probes, INPUT_NAME))
+    files = [manifest_io.ONNX_FILE, manifest_io.PROBE_FILE]
+    if config.fp16:
+        fp16_wrapper = wrap(source, config, Half(source.module))
+        export_graph(fp16_wrapper, example, staging / FP16_FILE, opset=config.opset, multiple=multiple,
+                     max_size=config.max_size, output_names=[o.name for o in outputs], layout="NHWC")
+        fp16_checks = parity.wire(wrapper, staging / FP16_FILE, probes, INPUT_NAME)
+        checks.update({f"fp16_{k}": v for k, v in fp16_checks.items()})
+        files.append(FP16_FILE)
+    parity.save_probe(staging / manifest_io.PROBE_FILE, onnx_path, probes[0], INPUT_NAME)
+
+    t = config
+    manifest = manifest_pb2.ModelManifest(
+        name=t.name, kind=KINDS[source.kind],
+        description=t.description or source.description,
+        inputs=[manifest_pb2.TensorSpec(name=INPUT_NAME, dtype=WIRE_DTYPES[t.input_dtype], channels=in_c,
+                                        layout=manifest_pb2.LAYOUT_NHWC)],
+        outputs=outputs,
+        tiling=manifest_pb2.Tiling(
+            tile_size=t.tile_size, halo=halo, size_multiple=multiple, min_size=-(-16 // multiple) * multiple,
+            max_size=t.max_size, max_batch_size=t.max_batch_size, has_global_ops=global_ops,
+            receptive_radius=radius),
+        preprocessing=manifest_pb2.Preprocessing(
+            mode=manifest_pb2.NORMALIZATION_MODE_FIXED, mean=source.mean, std=source.std, baked_into_graph=True,
+            description=f"{t.input_dtype} -> (x/range - mean)/std -> network -> {outputs[0].name}"),
+        class_names=list(t.class_names),
+        provenance=manifest_pb2.Provenance(
+            training_data=str(source.training.get("training_data", "")), command=t.command,
+            architecture=source.description, metrics=source.training.get("metrics", {}), parity=checks,
+            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            tilecast_version=tilecast.__version__,
+            exporter=f"torch {torch.__version__} {'torchscript' if source.scripted else 'dynamo'}", opset=t.opset),
+        backends=["onnxruntime"],
+    )
+    manifest.files.extend(manifest_io.checksum_files(staging, files))
+    return manifest

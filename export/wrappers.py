@@ -1,33 +1,118 @@
 """Per-pixel pre- and postprocessing baked around a float network, so engines take and return wire dtypes.
 
-uint8 NHWC in -> scaled to the network's range, NCHW -> network -> tanh range back to uint8 NHWC.
+Every wrapper takes (N, H, W, C) uint8 or uint16 tiles, scales them to the network's training range
+((x / full_range - mean) / std), runs the network in NCHW, and turns its output into what travels:
+images for generators, labels (and optional probabilities) for segmenters, scores for classifiers.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: TorchScript reads these annotations at run time, and the
+# wrappers are scripted around TorchScript networks.
+import copy
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from tilecast.export.receptive_field import GLOBAL_MODULES
 
-class Uint8ImageGenerator(nn.Module):
-    """(N, H, W, C_in) uint8 -> (N, H, W, C_out) uint8 around a [-1, 1] -> tanh generator."""
+FULL_RANGE = {"uint8": 255.0, "uint16": 65535.0}
+TORCH_DTYPE = {"uint8": torch.uint8, "uint16": torch.uint16}
 
+
+class _Normalise(nn.Module):
     scale: torch.Tensor
     shift: torch.Tensor
 
-    def __init__(self, core: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float], full_range: float) -> None:
         super().__init__()
+        # (x/range - mean)/std == x * scale + shift
+        self.register_buffer("scale", torch.tensor([1.0 / (full_range * s) for s in std]).view(1, -1, 1, 1))
+        self.register_buffer("shift", torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, -1, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:  # (N, H, W, C) int -> (N, C, H, W) float
+        return image.permute(0, 3, 1, 2).float() * self.scale + self.shift
+
+
+class ImageGenerator(nn.Module):
+    """(N, H, W, C_in) int -> (N, H, W, C_out) int around a [-1, 1] -> tanh generator."""
+
+    def __init__(self, core: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 input_dtype: str = "uint8", output_dtype: str = "uint8") -> None:
+        super().__init__()
+        self.normalise = _Normalise(mean, std, FULL_RANGE[input_dtype])
         self.core = core
-        # (x/255 - mean)/std == x * scale + shift
-        scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, -1, 1, 1)
-        shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, -1, 1, 1)
-        self.register_buffer("scale", scale)
-        self.register_buffer("shift", shift)
+        self.out_half_range = FULL_RANGE[output_dtype] / 2
+        self.out_max = FULL_RANGE[output_dtype]
+        self.out_dtype = TORCH_DTYPE[output_dtype]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).float() * self.scale + self.shift
-        y = self.core(x)
-        y = torch.clamp(torch.round((y + 1.0) * 127.5), 0.0, 255.0)
-        return y.to(torch.uint8).permute(0, 2, 3, 1)
+        y = self.core(self.normalise(image))
+        y = torch.clamp(torch.round((y + 1.0) * self.out_half_range), 0.0, self.out_max)
+        return y.to(self.out_dtype).permute(0, 2, 3, 1)
+
+
+class Segmenter(nn.Module):
+    """(N, H, W, C) int -> labels (N, H, W, 1): the argmax class of each pixel."""
+
+    def __init__(self, core: nn.Module, mean: Sequence[float], std: Sequence[float], input_dtype: str = "uint8",
+                 classes: int = 2) -> None:
+        super().__init__()
+        self.normalise = _Normalise(mean, std, FULL_RANGE[input_dtype])
+        self.core = core
+        self.label_dtype = torch.uint8 if classes <= 256 else torch.uint16
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = self.core(self.normalise(image))
+        return torch.argmax(logits, dim=1, keepdim=True).to(self.label_dtype).permute(0, 2, 3, 1)
+
+
+class SegmenterWithProbabilities(Segmenter):
+    """Labels as `Segmenter`, and per-class probabilities (N, H, W, K) scaled to uint8."""
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        logits = self.core(self.normalise(image))
+        labels = torch.argmax(logits, dim=1, keepdim=True).to(self.label_dtype).permute(0, 2, 3, 1)
+        probs = torch.round(torch.softmax(logits, dim=1) * 255.0).to(torch.uint8).permute(0, 2, 3, 1)
+        return labels, probs
+
+
+class Classifier(nn.Module):
+    """(N, H, W, C) int -> class probabilities (N, K) float32 for each patch."""
+
+    def __init__(self, core: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 input_dtype: str = "uint8") -> None:
+        super().__init__()
+        self.normalise = _Normalise(mean, std, FULL_RANGE[input_dtype])
+        self.core = core
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.core(self.normalise(image)), dim=1)
+
+
+class _KeepFloat32(nn.Module):
+    """Runs one layer in float32 inside an fp16 network (instance norm's statistics need the range)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.layer(x.float())
+        return y.to(x.dtype)
+
+
+class Half(nn.Module):
+    """The float core converted to fp16, image-global layers kept in fp32; float32 in and out."""
+
+    def __init__(self, core: nn.Module) -> None:
+        super().__init__()
+        half = copy.deepcopy(core).half()
+        for name, module in list(half.named_modules()):
+            if name and isinstance(module, GLOBAL_MODULES):
+                parent_name, _, leaf = name.rpartition(".")
+                setattr(half.get_submodule(parent_name) if parent_name else half, leaf, _KeepFloat32(module))
+        self.core = half
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.core(x.half())
+        return y.float()

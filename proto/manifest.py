@@ -14,6 +14,7 @@ from tilecast.proto.v1 import manifest_pb2
 
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
+PROBE_FILE = "parity_probe.npz"  # an input and the graph's answer, recorded at export for `verify`
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 ModelManifest = manifest_pb2.ModelManifest
@@ -86,7 +87,10 @@ def manifest_problems(manifest: ModelManifest) -> list[str]:
             value = getattr(t, field)
             if value % t.size_multiple:
                 problems.append(f"tiling.{field}={value} is not a multiple of size_multiple={t.size_multiple}")
-    if t.tile_size < 16 or t.tile_size % 16:
+    if manifest.kind == manifest_pb2.MODEL_KIND_CLASSIFIER:  # tile_size is the patch size, any edge
+        if t.tile_size < 1:
+            problems.append(f"tiling.tile_size (the patch size) must be positive, got {t.tile_size}")
+    elif t.tile_size < 16 or t.tile_size % 16:  # image outputs are written in tiles of this edge
         problems.append(f"tiling.tile_size must be a positive multiple of 16, got {t.tile_size}")
     if t.halo < 0:
         problems.append(f"tiling.halo must be >= 0, got {t.halo}")

@@ -28,7 +28,8 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     made by the real training registry and exporter."""
     import torch
 
-    from tilecast.export.onnx_export import ExportConfig, export_generator
+    from tilecast.export.onnx_export import ExportConfig, export_model
+    from tilecast.export.sources import from_checkpoint
     from tilecast.training.models import create_model
 
     root = tmp_path_factory.mktemp("repo")
@@ -44,8 +45,8 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     checkpoint = root / "checkpoint.pt"
     torch.save({"arch": "resnet_6blocks", "model_kwargs": kwargs, "state_dict": generator.state_dict(),
                 "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}}, checkpoint)
-    export_generator(ExportConfig(checkpoint, root / "models", RGB_MODEL, tile_size=256, max_size=1024,
-                                  max_batch_size=8))
+    export_model(from_checkpoint(checkpoint),
+                 ExportConfig(root / "models", RGB_MODEL, tile_size=256, max_size=1024, max_batch_size=8))
     return root / "models"
 
 

@@ -12,9 +12,11 @@ from tilecast.training.models import create_model, list_models
 @pytest.mark.parametrize("norm", ["batch", "instance", "none"])
 def test_forward_backward_at_odd_sizes(arch: str, norm: str) -> None:
     model = create_model(arch, input_nc=7, output_nc=1, ngf=4, norm=norm)
-    x = torch.randn(2, 7, 36, 52, requires_grad=True)  # multiples of 4, not of 8 or 16
+    m = int(getattr(model, "size_multiple", 1))
+    height, width = 9 * m, 13 * m  # odd multiples of the size multiple
+    x = torch.randn(2, 7, height, width, requires_grad=True)
     y = model(x)
-    assert y.shape == (2, 1, 36, 52)
+    assert y.shape == (2, 1, height, width)
     assert y.abs().max() <= 1  # tanh
     y.mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
@@ -34,6 +36,23 @@ def test_state_dict_keys_follow_the_reference_layout() -> None:
     for key, shape in expected.items():
         assert tuple(state[key].shape) == shape, key
     assert len(state) == 2 + 2 + 2 + 9 * 4 + 2 + 2 + 2
+
+
+def test_unet_keys_follow_the_reference_layout() -> None:
+    """pytorch-CycleGAN-and-pix2pix's unet_256: nested `model.model.<i>` blocks, 54.4 M parameters at ngf=64."""
+    model = create_model("unet_256", input_nc=3, output_nc=3, ngf=64, norm="batch")
+    state = model.state_dict()
+    expected = {
+        "model.model.0.weight": (64, 3, 4, 4),  # outermost down
+        "model.model.1.model.1.weight": (128, 64, 4, 4),
+        "model.model.1.model.2.running_mean": (128,),
+        "model.model.1.model.3.model.3.model.3.model.3.model.3.model.3.model.1.weight": (512, 512, 4, 4),  # innermost
+        "model.model.3.weight": (128, 3, 4, 4),  # outermost up (transposed, takes the concatenation)
+        "model.model.3.bias": (3,),
+    }
+    for key, shape in expected.items():
+        assert tuple(state[key].shape) == shape, key
+    assert sum(p.numel() for p in model.parameters()) == 54_413_955
 
 
 def test_batch_norm_generator_has_no_conv_bias_but_final() -> None:

@@ -34,9 +34,10 @@ class PairedImages:
 
 def load_ihc(split: str) -> PairedImages:
     rgb = ihc_image()
-    rows = slice(0, IHC_SPLIT_ROW) if split == "train" else slice(IHC_SPLIT_ROW, None)
-    part = np.ascontiguousarray(rgb[rows])
-    return PairedImages([to_gray(part)], [part], f"scikit-image immunohistochemistry sample, {split} rows {rows}")
+    start, stop = (0, IHC_SPLIT_ROW) if split == "train" else (IHC_SPLIT_ROW, rgb.shape[0])
+    part = np.ascontiguousarray(rgb[start:stop])
+    return PairedImages([to_gray(part)], [part],
+                        f"scikit-image immunohistochemistry sample (grayscale -> RGB), {split} rows {start}-{stop - 1}")
 
 
 def _read(path: Path) -> Array:

@@ -92,6 +92,72 @@ def resnet_9blocks(**kwargs: object) -> nn.Module:
     return ResnetGenerator(n_blocks=9, **kwargs)  # type: ignore[arg-type]
 
 
+class UnetSkipConnectionBlock(nn.Module):
+    """One level of the U-Net: down (4x4 stride-2 conv), the inner levels, up (4x4 stride-2 transposed
+    conv), and the input concatenated back (except at the outermost level)."""
+
+    def __init__(self, outer_nc: int, inner_nc: int, input_nc: int | None = None,
+                 submodule: nn.Module | None = None, outermost: bool = False, innermost: bool = False,
+                 norm: NormLayer = nn.BatchNorm2d, use_dropout: bool = False, use_bias: bool = False) -> None:
+        super().__init__()
+        self.outermost = outermost
+        input_nc = outer_nc if input_nc is None else input_nc
+        downconv = nn.Conv2d(input_nc, inner_nc, 4, stride=2, padding=1, bias=use_bias)
+        layers: list[nn.Module]
+        if outermost:
+            assert submodule is not None
+            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, stride=2, padding=1)
+            layers = [downconv, submodule, nn.ReLU(True), upconv, nn.Tanh()]
+        elif innermost:
+            upconv = nn.ConvTranspose2d(inner_nc, outer_nc, 4, stride=2, padding=1, bias=use_bias)
+            layers = [nn.LeakyReLU(0.2, True), downconv, nn.ReLU(True), upconv, norm(outer_nc)]
+        else:
+            assert submodule is not None
+            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, stride=2, padding=1, bias=use_bias)
+            layers = [nn.LeakyReLU(0.2, True), downconv, norm(inner_nc), submodule,
+                      nn.ReLU(True), upconv, norm(outer_nc)]
+            if use_dropout:
+                layers.append(nn.Dropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.model(x)
+        return y if self.outermost else torch.cat([x, y], 1)
+
+
+class UnetGenerator(nn.Module):
+    """U-Net with `num_downs` stride-2 levels; input edges must be multiples of 2**num_downs."""
+
+    def __init__(self, input_nc: int = 3, output_nc: int = 3, num_downs: int = 8, ngf: int = 64,
+                 norm: str = "batch", use_dropout: bool = False) -> None:
+        super().__init__()
+        make_norm, bias = norm_layer(norm), _conv_bias(norm)
+        self.size_multiple = 2**num_downs
+        block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, innermost=True, norm=make_norm, use_bias=bias)
+        for _ in range(num_downs - 5):
+            block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, norm=make_norm,
+                                            use_dropout=use_dropout, use_bias=bias)
+        for outer in (4, 2, 1):
+            block = UnetSkipConnectionBlock(ngf * outer, ngf * outer * 2, submodule=block, norm=make_norm,
+                                            use_bias=bias)
+        self.model = UnetSkipConnectionBlock(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True,
+                                             norm=make_norm, use_bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.model(x)
+        return y
+
+
+@register_model
+def unet_128(**kwargs: object) -> nn.Module:
+    return UnetGenerator(num_downs=7, **kwargs)  # type: ignore[arg-type]
+
+
+@register_model
+def unet_256(**kwargs: object) -> nn.Module:
+    return UnetGenerator(num_downs=8, **kwargs)  # type: ignore[arg-type]
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN: a grid of real/fake scores, each over a patch of the (input, target) pair."""
 

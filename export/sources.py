@@ -1,0 +1,114 @@
+"""Where an exported network comes from: this project's checkpoints, pytorch-CycleGAN-and-pix2pix
+state dicts, any nn.Module by import path plus a state dict, or a TorchScript file."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tilecast.training.models import create_model
+
+log = logging.getLogger(__name__)
+KINDS = ("generator", "segmenter", "classifier")
+
+
+@dataclass
+class LoadedModel:
+    """A float network in eval mode and what export needs to know about it."""
+
+    module: nn.Module
+    kind: str
+    in_channels: int
+    out_channels: int
+    mean: list[float]
+    std: list[float]
+    description: str
+    size_multiple: int = 1
+    scripted: bool = False
+    training: dict[str, Any] = field(default_factory=dict)  # data, metrics, config of a tilecast checkpoint
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        self.module.eval()
+
+
+def _tanh_range(channels: int) -> tuple[list[float], list[float]]:
+    """Inputs scaled to [-1, 1], as pix2pix and CycleGAN train."""
+    return [0.5] * channels, [0.5] * channels
+
+
+def from_checkpoint(path: Path) -> LoadedModel:
+    """A checkpoint written by `tilecast train`."""
+    ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "arch" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a tilecast checkpoint; give --format pix2pix, module or torchscript")
+    kwargs = ckpt["model_kwargs"]
+    module = create_model(ckpt["arch"], **kwargs)
+    module.load_state_dict(ckpt["state_dict"], strict=True)
+    norm = ckpt["normalization"]
+    training: dict[str, Any] = {k: ckpt[k] for k in ("metrics", "training_data", "config") if k in ckpt}
+    return LoadedModel(module, ckpt.get("kind", "generator"), kwargs["input_nc"], kwargs["output_nc"],
+                       norm["mean"], norm["std"], f"{ckpt['arch']} {kwargs}",
+                       int(getattr(module, "size_multiple", 1)), training=training)
+
+
+def patch_instance_norm_keys(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+    """Drop running statistics that checkpoints from before PyTorch 0.4 saved for InstanceNorm layers
+    (which now track none), the way pytorch-CycleGAN-and-pix2pix patches them on load."""
+    instance_norms = {name for name, m in module.named_modules() if isinstance(m, nn.InstanceNorm2d)}
+    patched = OrderedDict()
+    for key, value in state.items():
+        owner, _, leaf = key.rpartition(".")
+        if owner in instance_norms and leaf in ("running_mean", "running_var", "num_batches_tracked"):
+            continue
+        patched[key] = value
+    return patched
+
+
+def from_pix2pix(path: Path, arch: str, norm: str, input_nc: int, output_nc: int, ngf: int = 64,
+                 use_dropout: bool = False) -> LoadedModel:
+    """A generator saved by pytorch-CycleGAN-and-pix2pix (latest_net_G.pth, latest_net_G_A.pth)."""
+    module = create_model(arch, input_nc=input_nc, output_nc=output_nc, ngf=ngf, norm=norm, use_dropout=use_dropout)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if hasattr(state, "_metadata"):
+        del state._metadata
+    module.load_state_dict(patch_instance_norm_keys(state, module), strict=True)
+    if norm == "batch" or use_dropout:
+        log.warning(
+            "exporting in eval mode (running batch-norm statistics, no dropout). pytorch-CycleGAN-and-pix2pix's "
+            "test.py without --eval uses batch statistics and dropout at test time, so its images differ.")
+    mean, std = _tanh_range(input_nc)
+    return LoadedModel(module, "generator", input_nc, output_nc, mean, std,
+                       f"{arch} (pytorch-CycleGAN-and-pix2pix, norm={norm}, ngf={ngf})",
+                       int(getattr(module, "size_multiple", 1)))
+
+
+def from_import_path(spec: str, state_path: Path | None, kwargs: dict[str, Any], kind: str, in_channels: int,
+                     out_channels: int, mean: list[float], std: list[float], size_multiple: int) -> LoadedModel:
+    """`package.module:Factory` called with kwargs, then an optional state dict loaded strictly."""
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise ValueError(f"--module {spec!r} must look like package.module:ClassOrFunction")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {spec}: {exc}") from exc
+    module = factory(**kwargs)
+    if state_path is not None:
+        module.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True), strict=True)
+    return LoadedModel(module, kind, in_channels, out_channels, mean, std, spec, size_multiple)
+
+
+def from_torchscript(path: Path, kind: str, in_channels: int, out_channels: int, mean: list[float],
+                     std: list[float], size_multiple: int) -> LoadedModel:
+    module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+    return LoadedModel(module, kind, in_channels, out_channels, mean, std, f"TorchScript {path.name}",
+                       size_multiple, scripted=True)
