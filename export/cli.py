@@ -46,7 +46,7 @@ def onnx(
     version: Annotated[int, typer.Option(help="Version to write; 0 = next free.")] = 0,
     tile_size: Annotated[int, typer.Option(help="Preferred tile core edge.")] = 512,
     max_size: Annotated[int, typer.Option(help="Largest input edge the server will accept.")] = 2048,
-    input_dtype: Annotated[str, typer.Option(help="uint8 or uint16 tiles in.")] = "uint8",
+    input_dtype: Annotated[str, typer.Option(help="uint8, uint16 or float32 (scaled to [0, 1]) tiles in.")] = "uint8",
     output_dtype: Annotated[str, typer.Option(help="Generators: uint8 or uint16 images out.")] = "uint8",
     probabilities: Annotated[bool, typer.Option(help="Segmenters: also return class probabilities.")] = False,
     classes: Annotated[str, typer.Option(help="Class names, comma-separated.")] = "",
@@ -62,7 +62,7 @@ def onnx(
     setup_logging("INFO")
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such file")
-    for option, value, allowed in (("--input-dtype", input_dtype, ("uint8", "uint16")),
+    for option, value, allowed in (("--input-dtype", input_dtype, ("uint8", "uint16", "float32")),
                                    ("--output-dtype", output_dtype, ("uint8", "uint16")),
                                    ("--format", source_format, ("tilecast", "pix2pix", "module", "torchscript"))):
         if value not in allowed:

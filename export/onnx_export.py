@@ -35,7 +35,9 @@ from tilecast.proto.v1 import manifest_pb2
 log = logging.getLogger(__name__)
 INPUT_NAME = "image"
 FP16_FILE = "model.fp16.onnx"
-WIRE_DTYPES = {"uint8": manifest_pb2.DTYPE_UINT8, "uint16": manifest_pb2.DTYPE_UINT16}
+WIRE_DTYPES = {"uint8": manifest_pb2.DTYPE_UINT8, "uint16": manifest_pb2.DTYPE_UINT16,
+               "float32": manifest_pb2.DTYPE_FLOAT32}
+TORCH_INPUT = {"uint8": torch.uint8, "uint16": torch.uint16, "float32": torch.float32}
 KINDS: dict[str, manifest_pb2.ModelKind] = {
     "generator": manifest_pb2.MODEL_KIND_GENERATOR,
     "segmenter": manifest_pb2.MODEL_KIND_SEGMENTER,
@@ -169,14 +171,21 @@ def _probe_inputs(source: LoadedModel, config: ExportConfig,
                   real: list[npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
     m = source.size_multiple
     side = max(2, -(-96 // m)) * m
-    dtype = np.uint8 if config.input_dtype == "uint8" else np.uint16
-    high = 256 if dtype == np.uint8 else 65536
     rng = np.random.default_rng(0)
-    probes = [rng.integers(0, high, (2, side, side + m, source.in_channels), dtype=dtype)]
+    shape = (2, side, side + m, source.in_channels)
+    if config.input_dtype == "float32":
+        probes = [rng.random(shape, dtype=np.float32)]
+    else:
+        probes = [rng.integers(0, np.iinfo(config.input_dtype).max + 1, shape, dtype=config.input_dtype)]
+    dtype = probes[0].dtype
     for image in real:
         h, w = image.shape[0] // m * m, image.shape[1] // m * m
         if h and w:
-            probes.append(np.ascontiguousarray(image[:h, :w][None]).astype(dtype))
+            crop = np.ascontiguousarray(image[:h, :w][None])
+            if dtype == np.float32 and np.issubdtype(crop.dtype, np.integer):  # float tiles travel in [0, 1]
+                probes.append((crop / np.iinfo(crop.dtype).max).astype(np.float32))
+            else:
+                probes.append(crop.astype(dtype))
     return probes
 
 
@@ -215,8 +224,7 @@ def _export_into(staging: Path, source: LoadedModel, config: ExportConfig, radiu
     multiple, in_c = source.size_multiple, source.in_channels
     wrapper = wrap(source, config)
     outputs = output_specs(source, config)
-    int_dtype = torch.uint8 if config.input_dtype == "uint8" else torch.uint16
-    example = torch.zeros(2, 8 * multiple, 8 * multiple, in_c, dtype=int_dtype)
+    example = torch.zeros(2, 8 * multiple, 8 * multiple, in_c, dtype=TORCH_INPUT[config.input_dtype])
     onnx_path = staging / manifest_io.ONNX_FILE
     export_graph(wrapper, example, onnx_path, opset=config.opset, multiple=multiple, max_size=config.max_size,
                  output_names=[o.name for o in outputs], layout="NHWC", scripted=source.scripted)

@@ -15,7 +15,7 @@ from torch import nn
 
 from tilecast.export.receptive_field import GLOBAL_MODULES
 
-FULL_RANGE = {"uint8": 255.0, "uint16": 65535.0}
+FULL_RANGE = {"uint8": 255.0, "uint16": 65535.0, "float32": 1.0}  # float32 tiles arrive scaled to [0, 1]
 TORCH_DTYPE = {"uint8": torch.uint8, "uint16": torch.uint16}
 
 

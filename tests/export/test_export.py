@@ -102,6 +102,20 @@ def test_fp16_variant_within_its_bound(tmp_path: Path) -> None:
     assert inputs[0].type == "tensor(uint8)"
 
 
+@pytest.mark.parametrize(("input_dtype", "output_dtype"), [("uint16", "uint16"), ("float32", "uint8")])
+def test_other_wire_dtypes(tmp_path: Path, input_dtype: str, output_dtype: str) -> None:
+    """16-bit stacks in and out, and float tiles in: same parity bounds, right dtypes on the graph."""
+    source = loaded("resnet_6blocks", "batch", in_c=7, out_c=1, seed=8)
+    version = export_model(source, ExportConfig(tmp_path, "wide", tile_size=256, input_dtype=input_dtype,
+                                                output_dtype=output_dtype))
+    manifest = manifest_io.load_version(version)
+    parity = manifest.provenance.parity
+    assert parity["int_max_abs_diff"] <= 1 and parity["int_fraction_differing"] <= 1e-3
+    graph = session(version)
+    assert graph.get_inputs()[0].type == f"tensor({'float' if input_dtype == 'float32' else input_dtype})"
+    assert graph.get_outputs()[0].type == f"tensor({output_dtype})"
+
+
 def test_torchscript_segmenter_and_import_path_classifier(tmp_path: Path) -> None:
     from tests.export.nets import TinyClassifier, TinySegmenter
 
