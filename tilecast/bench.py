@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,6 +24,7 @@ import numpy as np
 import typer
 
 from tilecast.console import out, user_errors
+from tilecast.local import child_process, free_port, serve_command
 
 Tile = np.ndarray
 
@@ -60,27 +59,6 @@ class Report:
     unary_added: Latency | None = None
     throughput: list[dict[str, Any]] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def child(command: list[str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def lockstep(call: Callable[[Iterator[Any]], Iterator[Any]], message: Any, count: int,
@@ -299,9 +277,7 @@ def bench(
     with contextlib.ExitStack() as stack:
         if not server:
             port = free_port()
-            stack.enter_context(child([sys.executable, "-m", "tilecast", "serve", "--repository", str(repository),
-                                       "--port", str(port), "--metrics-port", "-1", "--threads", str(threads),
-                                       "--log-level", "WARNING"]))
+            stack.enter_context(child_process(serve_command(repository, port, "--threads", str(threads))))
             server = f"127.0.0.1:{port}"
         with Client(server) as client:
             client.wait_ready(timeout=120)
@@ -310,8 +286,8 @@ def bench(
         image = np.random.default_rng(0).integers(0, 256, (tile, tile, spec.channels), dtype=np.uint8).astype(
             tensors.to_numpy_dtype(spec.dtype))
         reply_bytes = tile * tile * out_spec.channels * tensors.to_numpy_dtype(out_spec.dtype).itemsize
-        stack.enter_context(child([sys.executable, "-m", "tilecast.echo", "--port", str(echo_port),
-                                   "--reply-bytes", str(reply_bytes)]))
+        stack.enter_context(child_process([sys.executable, "-m", "tilecast.echo", "--port", str(echo_port),
+                                           "--reply-bytes", str(reply_bytes)]))
         report = Report(model, [tile, tile, spec.channels], threads)
         out.print("measuring the transport floor (echo)...")
         request = tensors.encode(image).SerializeToString()

@@ -7,11 +7,6 @@ then stops the server.
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,15 +16,10 @@ import numpy as np
 import typer
 
 from tilecast.console import console, out, user_errors
+from tilecast.local import child_process, free_port, serve_command
 
 MODEL = "ihc-colorize"
 BLOCK = 512  # edge of the sample image
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def build_input(path: Path, size: int) -> None:
@@ -46,22 +36,6 @@ def build_input(path: Path, size: int) -> None:
                 yield np.ascontiguousarray(dihedral(gray, (row * 3 + col * 5) % 8))
 
     write_tiled_tiff(path, tiles(), shape=(size, size, 1), dtype=np.dtype(np.uint8), tile_size=BLOCK)
-
-
-@contextlib.contextmanager
-def running_server(repository: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`tilecast serve` in a child process, stopped with SIGTERM (graceful) when the block ends."""
-    command = [sys.executable, "-m", "tilecast", "serve", "--repository", str(repository),
-               "--port", str(port), "--log-level", "WARNING"]
-    process = subprocess.Popen(command)
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @user_errors
@@ -86,7 +60,8 @@ def demo(
     out.print(f"input: {source} ({size}x{size} grayscale, {time.perf_counter() - started:.1f} s to build)")
 
     port = free_port()
-    with running_server(repository, port) as server, Client(f"127.0.0.1:{port}") as client:
+    with child_process(serve_command(repository, port), quiet=False) as server, \
+            Client(f"127.0.0.1:{port}") as client:
         client.wait_ready(timeout=60)
         if server.poll() is not None:
             raise RuntimeError("the server exited at start; see its messages above")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,13 +13,8 @@ import pytest
 
 from tests.conftest import RGB_MODEL
 from tilecast.client.remote import Client, TileReply
+from tilecast.local import free_port
 from tilecast.proto.errors import Unavailable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_sigterm_drains_in_flight_work(model_repository: Path) -> None:
