@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from tilecast.client.reader import ImageSource, open_image, read_reflected
 from tilecast.client.remote import Client, TileReply
+from tilecast.client.resilient import RetryPolicy, stream_with_retries
 from tilecast.client.tiling import Grid, crop_core
 from tilecast.client.writer import write_tiled_tiff
 from tilecast.proto import tensors
@@ -35,6 +36,7 @@ class ConvertOptions:
     window: int = 32  # tiles in flight
     compression: str = "zlib"
     level: int = 0  # pyramid level of the input
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # when the server restarts mid-image
 
 
 @dataclass(frozen=True)
@@ -120,12 +122,12 @@ def convert_image(
         grid = plan_for(manifest, height, width, options)
         out_spec = manifest.outputs[0]
 
-        def tiles() -> Iterator[tuple[int, Array]]:
-            for tile in grid:
-                yield tile.index, np.ascontiguousarray(read_reflected(image, tile.source))
+        def read_tile(index: int) -> Array:
+            return np.ascontiguousarray(read_reflected(image, grid.tile(*divmod(index, grid.cols)).source))
 
         out_shape = (height, width, out_spec.channels)
-        results = client.stream(model, tiles(), version=manifest.version, window=options.window)
+        results = stream_with_retries(client, model, range(len(grid)), read_tile, version=manifest.version,
+                                      window=options.window, policy=options.retry)
         with contextlib.closing(results):  # cancels the stream if writing fails
             write_tiled_tiff(
                 output_path, _ordered_cores(results, grid, progress),
