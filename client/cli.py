@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tilecast.console import out, user_errors
+from tilecast.console import fail, out, user_errors
 
 ServerOption = Annotated[
     list[str], typer.Option("--server", "-s", envvar="TILECAST_SERVER",
@@ -17,18 +19,12 @@ ServerOption = Annotated[
 DEFAULT_SERVER = ["127.0.0.1:8500"]
 
 
-def output_path_for(source: Path, output: Path, many: bool) -> Path:
-    """A single input may name its output file; several inputs go into the output folder."""
-    if not many and output.suffix.lower() in (".tif", ".tiff"):
-        return output
-    return output / f"{source.stem}.tif"
-
-
 @user_errors
 def convert(
-    inputs: Annotated[list[Path], typer.Argument(help="Images to convert (TIFF, SVS, OME-TIFF, PNG, JPEG).")],
+    inputs: Annotated[list[str], typer.Argument(help="Images, folders (recursive) or globs (quote them).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Model name on the server.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output .tif file, or folder.")] = Path("."),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder, or a .tif file for one input.")] = (
+        Path(".")),
     server: ServerOption = DEFAULT_SERVER,
     version: Annotated[int, typer.Option(help="Model version; 0 = newest.")] = 0,
     tile_size: Annotated[int, typer.Option(help="Tile core edge; 0 = the model's.")] = 0,
@@ -36,32 +32,59 @@ def convert(
     window: Annotated[int, typer.Option(help="Tiles in flight.")] = 32,
     compression: Annotated[str, typer.Option(help="none, zlib, zstd, lzw or jpeg.")] = "zlib",
     level: Annotated[int, typer.Option(help="Pyramid level of the input to read.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Redo outputs that are already complete.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome of every file as JSON.")] = False,
 ) -> None:
-    """Run a model over whole images and write tiled BigTIFFs."""
-    from tilecast.client.convert import ConvertOptions, convert_image
+    """Run a model over whole images and write tiled BigTIFFs; folders are mirrored, finished files skipped."""
+    from tilecast.client.archive import Job, convert_many, plan_jobs
+    from tilecast.client.archive import as_json as outcomes_json
+    from tilecast.client.convert import ConvertOptions
     from tilecast.client.remote import Client
 
     options = ConvertOptions(tile_size=tile_size or None, halo=None if halo < 0 else halo,
                              window=window, compression=compression, level=level)
+    single_file = len(inputs) == 1 and output.suffix.lower() in (".tif", ".tiff") and Path(inputs[0]).is_file()
+    jobs = [Job(Path(inputs[0]), output)] if single_file else plan_jobs(inputs, output)
+    if not jobs:
+        raise ValueError(f"no images found in {', '.join(inputs)}")
     with Client(server) as client, Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} tiles"),
-        TimeRemainingColumn(), console=out, transient=False,
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out, transient=not as_json,
+        disable=as_json,
     ) as bar:
         client.wait_ready(timeout=10)
-        for source in inputs:
-            task = bar.add_task(source.name, total=None)
+        overall = bar.add_task("all files", total=len(jobs), rate="")
 
-            def advance(done: int, total: int, task: TaskID = task) -> None:
-                bar.update(task, completed=done, total=total)
+        def on_file(job: Job) -> Callable[[int, int], None]:
+            task = bar.add_task(job.source.name, total=None, rate="")
+            started = time.perf_counter()
 
-            result = convert_image(
-                client, model, source, output_path_for(source, output, len(inputs) > 1), options,
-                version=version, progress=advance,
-            )
-            bar.console.print(
-                f"{result.input} -> {result.output}: {result.shape[1]}x{result.shape[0]}, "
-                f"{result.tiles} tiles, {result.seconds:.1f} s ({result.megapixels_per_second:.1f} MP/s)"
-            )
+            def advance(done: int, total: int) -> None:
+                rate = done / max(time.perf_counter() - started, 1e-6)
+                bar.update(task, completed=done, total=total, rate=f"{rate:.1f} tiles/s")
+                if done == total:
+                    bar.remove_task(task)
+                    bar.advance(overall)
+
+            return advance
+
+        outcomes = convert_many(client, model, jobs, options, version=version, resume=not overwrite, on_file=on_file)
+    if as_json:
+        out.print_json(outcomes_json(outcomes))
+    else:
+        table = Table("input", "output", "status", "MP", "s", "MP/s", title=f"model {model}")
+        for o in outcomes:
+            rate = f"{o.megapixels / o.seconds:.1f}" if o.seconds and o.megapixels else ""
+            status = {"failed": "[red]failed", "skipped": "[dim]skipped"}.get(o.status, "[green]converted")
+            table.add_row(o.source, o.output, status, f"{o.megapixels:.1f}" if o.megapixels else "",
+                          f"{o.seconds:.1f}" if o.seconds else "", rate)
+        out.print(table)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if not as_json:
+        for o in failed:
+            out.print(f"[red]failed:[/] {o.message}", highlight=False, soft_wrap=True)
+    if failed:
+        raise fail(f"{len(failed)} of {len(outcomes)} file(s) failed", code=1)
 
 
 @user_errors

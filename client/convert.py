@@ -110,6 +110,7 @@ def convert_image(
     *,
     version: int = 0,
     progress: Progress | None = None,
+    description: str | None = None,
 ) -> ConvertResult:
     """Run `model` over the whole image at `input_path` and write a tiled BigTIFF at `output_path`."""
     options = options or ConvertOptions()
@@ -132,7 +133,7 @@ def convert_image(
             write_tiled_tiff(
                 output_path, _ordered_cores(results, grid, progress),
                 shape=out_shape, dtype=tensors.to_numpy_dtype(out_spec.dtype),
-                tile_size=grid.tile_size, compression=options.compression,
+                tile_size=grid.tile_size, compression=options.compression, description=description,
             )
     finally:
         image.close()

@@ -37,6 +37,7 @@ def write_tiled_tiff(
     dtype: np.dtype[Any],
     tile_size: int,
     compression: str = "zlib",
+    description: str | None = None,
 ) -> None:
     """Write HWC tiles, given in row-major order of a `tile_size` grid, as a tiled BigTIFF.
 
@@ -59,5 +60,6 @@ def write_tiled_tiff(
             planarconfig="contig" if channels > 1 else None,
             compression=None if compression == "none" else compression,
             bigtiff=True,
+            description=description,
             metadata=None,
         )
