@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -62,11 +61,6 @@ def encode(array: npt.NDArray[np.generic]) -> inference_pb2.Tensor:
     wire = _NUMPY_BY_DTYPE[code]
     data = array if array.dtype == wire and array.flags.c_contiguous else np.ascontiguousarray(array, dtype=wire)
     return inference_pb2.Tensor(dtype=code, shape=data.shape, data=data.tobytes())
-
-
-def expected_bytes(dtype: manifest_pb2.DType, shape: Sequence[int]) -> int:
-    """Byte count of a tensor of this dtype and shape."""
-    return math.prod(shape) * to_numpy_dtype(dtype).itemsize
 
 
 def decode(tensor: inference_pb2.Tensor) -> npt.NDArray[np.generic]:

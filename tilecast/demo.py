@@ -22,20 +22,22 @@ MODEL = "ihc-colorize"
 BLOCK = 512  # edge of the sample image
 
 
-def build_input(path: Path, size: int) -> None:
-    """A size x size grayscale mosaic of the IHC sample in its 8 orientations, written tile by tile."""
+def build_input(path: Path, size: int, colour: bool = False, compression: str = "zlib") -> None:
+    """A size x size mosaic of the IHC sample (grayscale, or its RGB original) in its 8 orientations,
+    written tile by tile: a real image of any size without holding it."""
     from tilecast.client.writer import write_tiled_tiff
     from tilecast.training.data.samples import dihedral, ihc_image, to_gray
 
-    gray = to_gray(ihc_image())
+    sample = ihc_image() if colour else to_gray(ihc_image())
     blocks = -(-size // BLOCK)
 
     def tiles() -> Iterator[np.ndarray]:
         for row in range(blocks):
             for col in range(blocks):
-                yield np.ascontiguousarray(dihedral(gray, (row * 3 + col * 5) % 8))
+                yield np.ascontiguousarray(dihedral(sample, (row * 3 + col * 5) % 8))
 
-    write_tiled_tiff(path, tiles(), shape=(size, size, 1), dtype=np.dtype(np.uint8), tile_size=BLOCK)
+    write_tiled_tiff(path, tiles(), shape=(size, size, sample.shape[2]), dtype=np.dtype(np.uint8), tile_size=BLOCK,
+                     compression=compression)
 
 
 @user_errors

@@ -181,3 +181,21 @@ def test_tensorrt_export_without_tensorrt_is_one_clear_line(tmp_path: Path) -> N
     result = runner.invoke(app, ["export", "tensorrt", str(tmp_path)])
     assert result.exit_code == 1
     assert "TensorRT is not installed" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_build_and_record(tmp_path: Path) -> None:
+    """On a GPU host with TensorRT: a plan is built beside the ONNX model and recorded with its parity."""
+    pytest.importorskip("tensorrt")
+    from tilecast.server.backends.tensorrt import gpu_architecture
+
+    if gpu_architecture() is None:
+        pytest.skip("needs a CUDA GPU and cuda-python")
+    version = export_model(loaded("resnet_6blocks", "batch", seed=9), ExportConfig(tmp_path, "trt", tile_size=256,
+                                                                                   max_size=512, max_batch_size=2))
+    result = runner.invoke(app, ["export", "tensorrt", str(version)])
+    assert result.exit_code == 0, result.output
+    manifest = manifest_io.load_version(version)
+    (plan,) = manifest.plans
+    assert (version / plan.path).is_file() and plan.parity["max_abs_diff_vs_onnxruntime"] <= 1
+    assert verify(version) == []
