@@ -1,9 +1,13 @@
 """The tilecast client: tile huge images, stream them to a server, stitch the answers.
 
-Python API: `Client` (connection), `convert_image` (one file through a model).
+Python API: `Client` (connection), `convert_image` (one file through a model), `convert_many` (archives),
+`LiveStream` and `AsyncClient` (tiles streamed as a microscope acquires them).
 """
 
+from tilecast.client.archive import convert_many, plan_jobs
 from tilecast.client.convert import ConvertOptions, ConvertResult, convert_image
-from tilecast.client.remote import Client
+from tilecast.client.live import AsyncClient, LiveStream
+from tilecast.client.remote import Client, TileReply
 
-__all__ = ["Client", "ConvertOptions", "ConvertResult", "convert_image"]
+__all__ = ["AsyncClient", "Client", "ConvertOptions", "ConvertResult", "LiveStream", "TileReply", "convert_image",
+           "convert_many", "plan_jobs"]

@@ -33,6 +33,12 @@ class TileReply:
     batch_size: int
 
 
+def reply_from(response: inference_pb2.StreamPredictResponse) -> TileReply:
+    result, timing = response.result, response.result.timing
+    return TileReply(result.id, [tensors.decode(t) for t in result.outputs], response.version,
+                     timing.queue_us, timing.compute_us, timing.batch_size)
+
+
 def translate(exc: grpc.RpcError) -> TilecastError:
     """The tilecast error a failed call stands for, with the server's message."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
@@ -140,17 +146,23 @@ class Client:
             except Exception as exc:  # reading a tile failed: end the stream, re-raise in the caller
                 source_errors.append(exc)
 
-        call = self._stub.StreamPredict(requests(), timeout=timeout)
+        try:
+            for reply in self.stream_raw(requests(), timeout=timeout):
+                slots.release()
+                yield reply
+        finally:
+            finished.set()
+        if source_errors:
+            raise source_errors[0]
+
+    def stream_raw(self, requests: Iterator[inference_pb2.StreamPredictRequest],
+                   timeout: float | None = None) -> Generator[TileReply, None, None]:
+        """StreamPredict over ready-made messages (the header first); replies as they arrive."""
+        call = self._stub.StreamPredict(requests, timeout=timeout)
         try:
             for response in call:
-                slots.release()
-                result, timing = response.result, response.result.timing
-                yield TileReply(result.id, [tensors.decode(t) for t in result.outputs], response.version,
-                                timing.queue_us, timing.compute_us, timing.batch_size)
+                yield reply_from(response)
         except grpc.RpcError as exc:
             raise translate(exc) from exc
         finally:
-            finished.set()
             call.cancel()
-        if source_errors:
-            raise source_errors[0]
