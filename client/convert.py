@@ -20,7 +20,7 @@ from tilecast.client.reader import ImageSource, open_image, read_reflected
 from tilecast.client.remote import Client, TileReply
 from tilecast.client.resilient import RetryPolicy, stream_with_retries
 from tilecast.client.tiling import Grid, crop_core
-from tilecast.client.writer import write_tiled_tiff
+from tilecast.client.writer import write_tiled_tiffs
 from tilecast.proto import tensors
 from tilecast.proto.errors import InvalidArgument
 from tilecast.proto.v1 import manifest_pb2
@@ -78,27 +78,35 @@ def check_compatible(manifest: manifest_pb2.ModelManifest, image: ImageSource) -
         )
     if image.dtype != want:
         raise InvalidArgument(f"{image.path} is {image.dtype.name}; model {manifest.name} takes {want.name}")
-    if manifest.kind != manifest_pb2.MODEL_KIND_GENERATOR or len(manifest.outputs) != 1:
-        raise InvalidArgument(f"model {manifest.name}: only image-to-image generators can be converted yet")
+    if any(o.layout != manifest_pb2.LAYOUT_NHWC for o in manifest.outputs):
+        raise InvalidArgument(f"model {manifest.name} answers per patch, not per pixel: classifier heat maps "
+                              "are not supported by convert yet")
 
 
-def _ordered_cores(results: Iterator[TileReply], grid: Grid, progress: Progress | None) -> Iterator[Array]:
-    """Yield each tile's core in grid order, holding early arrivals in a reorder buffer."""
-    waiting: dict[int, Array] = {}
+def output_paths(manifest: manifest_pb2.ModelManifest, output_path: Path) -> list[Path]:
+    """The first output goes to `output_path`; others (e.g. probabilities) beside it, named by output."""
+    stem = output_path.name.removesuffix(output_path.suffix)
+    return [output_path] + [output_path.with_name(f"{stem}.{spec.name}{output_path.suffix}")
+                            for spec in manifest.outputs[1:]]
+
+
+def _ordered_cores(results: Iterator[TileReply], grid: Grid, progress: Progress | None) -> Iterator[list[Array]]:
+    """Yield each tile's cores (one per output) in grid order, holding early arrivals in a reorder buffer."""
+    waiting: dict[int, list[Array]] = {}
     for tile in grid:
         while tile.index not in waiting:
             try:
                 reply = next(results)
             except StopIteration:
                 raise InvalidArgument(f"the server ended the stream before tile {tile.index}") from None
-            waiting[reply.id] = reply.outputs[0]
-        output = waiting.pop(tile.index)
+            waiting[reply.id] = reply.outputs
+        outputs = waiting.pop(tile.index)
         expected = (tile.source.height, tile.source.width)
-        if output.shape[:2] != expected:
-            raise InvalidArgument(f"tile {tile.index}: model returned {output.shape[:2]}, expected {expected}")
+        if any(o.shape[:2] != expected for o in outputs):
+            raise InvalidArgument(f"tile {tile.index}: model returned {outputs[0].shape[:2]}, expected {expected}")
         if progress:
             progress(tile.index + 1, len(grid))
-        yield crop_core(output, tile)
+        yield [crop_core(o, tile) for o in outputs]
 
 
 def convert_image(
@@ -121,20 +129,17 @@ def convert_image(
         check_compatible(manifest, image)
         height, width, _ = image.shape
         grid = plan_for(manifest, height, width, options)
-        out_spec = manifest.outputs[0]
 
         def read_tile(index: int) -> Array:
             return np.ascontiguousarray(read_reflected(image, grid.tile(*divmod(index, grid.cols)).source))
 
-        out_shape = (height, width, out_spec.channels)
+        targets = [(path, (height, width, spec.channels), tensors.to_numpy_dtype(spec.dtype))
+                   for path, spec in zip(output_paths(manifest, output_path), manifest.outputs, strict=True)]
         results = stream_with_retries(client, model, range(len(grid)), read_tile, version=manifest.version,
                                       window=options.window, policy=options.retry)
         with contextlib.closing(results):  # cancels the stream if writing fails
-            write_tiled_tiff(
-                output_path, _ordered_cores(results, grid, progress),
-                shape=out_shape, dtype=tensors.to_numpy_dtype(out_spec.dtype),
-                tile_size=grid.tile_size, compression=options.compression, description=description,
-            )
+            write_tiled_tiffs(targets, _ordered_cores(results, grid, progress), tile_size=grid.tile_size,
+                              compression=options.compression, description=description)
     finally:
         image.close()
-    return ConvertResult(input_path, output_path, out_shape, len(grid), time.perf_counter() - started)
+    return ConvertResult(input_path, output_path, targets[0][1], len(grid), time.perf_counter() - started)

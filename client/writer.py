@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +65,74 @@ def write_tiled_tiff(
             description=description,
             metadata=None,
         )
+
+
+_END, _ABORT = object(), object()
+
+
+def write_tiled_tiffs(
+    targets: Sequence[tuple[Path, tuple[int, int, int], np.dtype[Any]]],
+    tiles: Iterable[Sequence[npt.NDArray[Any]]],
+    *,
+    tile_size: int,
+    compression: str = "zlib",
+    description: str | None = None,
+) -> None:
+    """Several outputs of the same grid at once (labels and probabilities, say): each tile is a sequence
+    with one array per target. One writer thread per extra target, fed through a short queue."""
+    if len(targets) == 1:
+        path, shape, dtype = targets[0]
+        write_tiled_tiff(path, (t[0] for t in tiles), shape=shape, dtype=dtype, tile_size=tile_size,
+                         compression=compression, description=description)
+        return
+    queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=4) for _ in targets[1:]]
+    errors: list[BaseException] = []
+    finished = [False] * len(queues)  # whether each writer has taken its queue's last item
+
+    def drain(index: int) -> Iterator[npt.NDArray[Any]]:
+        while True:
+            item = queues[index].get()
+            if item is _END or item is _ABORT:
+                finished[index] = True
+                if item is _ABORT:  # the main output failed: this one must not appear complete
+                    raise RuntimeError("writing stopped")
+                return
+            yield item
+
+    def write(index: int) -> None:
+        path, shape, dtype = targets[index + 1]
+        try:
+            write_tiled_tiff(path, drain(index), shape=shape, dtype=dtype, tile_size=tile_size,
+                             compression=compression, description=description)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            while not finished[index]:  # keep the producer from blocking on a full queue
+                item = queues[index].get()
+                finished[index] = item is _END or item is _ABORT
+
+    threads = [threading.Thread(target=write, args=(i,), daemon=True) for i in range(len(queues))]
+    for thread in threads:
+        thread.start()
+
+    def first_and_fan_out() -> Iterator[npt.NDArray[Any]]:
+        finish = _ABORT
+        try:
+            for arrays in tiles:
+                for q, array in zip(queues, arrays[1:], strict=True):
+                    q.put(array)
+                yield arrays[0]
+            finish = _END
+        finally:
+            for q in queues:
+                q.put(finish)
+
+    path, shape, dtype = targets[0]
+    try:
+        write_tiled_tiff(path, first_and_fan_out(), shape=shape, dtype=dtype, tile_size=tile_size,
+                         compression=compression, description=description)
+    finally:
+        for thread in threads:
+            thread.join()
+    if errors:
+        path.unlink(missing_ok=True)  # all outputs or none
+        raise errors[0]

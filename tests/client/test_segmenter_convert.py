@@ -1,0 +1,60 @@
+"""Segmenters through convert: a label image and a probability map per input, both exact; classifiers refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tifffile
+import torch
+
+from tests.conftest import local_settings
+from tests.export.nets import TinyClassifier, TinySegmenter
+from tilecast.client import Client, ConvertOptions, convert_image
+from tilecast.export.onnx_export import ExportConfig, export_model
+from tilecast.export.sources import LoadedModel
+from tilecast.proto.errors import InvalidArgument
+from tilecast.server.app import ServerThread
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("seg") / "models"
+    torch.manual_seed(0)
+    export_model(LoadedModel(TinySegmenter(3, 5), "segmenter", 3, 5, [0.5] * 3, [0.25] * 3, "tiny"),
+                 ExportConfig(root, "nuclei", tile_size=64, probabilities=True))
+    export_model(LoadedModel(TinyClassifier(3, 2), "classifier", 3, 2, [0.5] * 3, [0.25] * 3, "tiny"),
+                 ExportConfig(root, "tumour", tile_size=96))
+    return root
+
+
+def test_labels_and_probabilities_are_written_exactly(tmp_path: Path, repository: Path) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (150, 201, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "cells.tif", image, photometric="rgb")
+    with ServerThread(local_settings(repository)) as server, Client(f"127.0.0.1:{server.port}") as client:
+        convert_image(client, "nuclei", tmp_path / "cells.tif", tmp_path / "out" / "cells.tif",
+                      ConvertOptions(tile_size=64, window=3))
+        with pytest.raises(InvalidArgument, match="per patch"):
+            convert_image(client, "tumour", tmp_path / "cells.tif", tmp_path / "out" / "t.tif")
+    session = ort.InferenceSession(str(repository / "nuclei" / "1" / "model.onnx"))
+    labels, probabilities = session.run(None, {"image": image[None]})
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "cells.tif"), labels[0, :, :, 0])
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "cells.probabilities.tif"), probabilities[0])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cells.probabilities.tif", "cells.tif"]
+
+
+def test_failure_midway_leaves_neither_output(tmp_path: Path, repository: Path) -> None:
+    from tests.client.test_convert_failures import corrupt_tile
+    from tilecast.client.reader import ImageReadError
+
+    image = np.random.default_rng(1).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", image, tile=(64, 64), photometric="rgb", compression="zlib")
+    corrupt_tile(tmp_path / "in.tif", 40)
+    (tmp_path / "out").mkdir()
+    with ServerThread(local_settings(repository)) as server, Client(f"127.0.0.1:{server.port}") as client, \
+            pytest.raises(ImageReadError):
+        convert_image(client, "nuclei", tmp_path / "in.tif", tmp_path / "out" / "in.tif",
+                      ConvertOptions(tile_size=64, window=2))
+    assert list((tmp_path / "out").iterdir()) == []
