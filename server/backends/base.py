@@ -24,12 +24,8 @@ class Backend(Protocol):
     """A loaded engine. `infer` is called from a worker thread and must release the GIL while it computes."""
 
     name: str
-
-    @property
-    def inputs(self) -> list[TensorInfo]: ...
-
-    @property
-    def outputs(self) -> list[TensorInfo]: ...
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
 
     def infer(self, feeds: dict[str, Array]) -> list[Array]:
         """Run one batch; outputs in the order of `outputs`."""

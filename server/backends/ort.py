@@ -89,17 +89,9 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # ORT raises its own untyped errors for bad graphs
             raise ManifestError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         self.providers = list(self._session.get_providers())
-        self._inputs = [_info(a) for a in self._session.get_inputs()]
-        self._outputs = [_info(a) for a in self._session.get_outputs()]
-        self._output_names = [o.name for o in self._outputs]
-
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
+        self.inputs = [_info(a) for a in self._session.get_inputs()]
+        self.outputs = [_info(a) for a in self._session.get_outputs()]
+        self._output_names = [o.name for o in self.outputs]
 
     def infer(self, feeds: dict[str, Array]) -> list[Array]:
         return list(self._session.run(self._output_names, feeds))

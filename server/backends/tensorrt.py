@@ -74,21 +74,13 @@ class TensorRTBackend:
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         infos = {n: self._info(n) for n in names}
         is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
-        self._inputs = [infos[n] for n in names if is_input[n]]
-        self._outputs = [infos[n] for n in names if not is_input[n]]
+        self.inputs = [infos[n] for n in names if is_input[n]]
+        self.outputs = [infos[n] for n in names if not is_input[n]]
 
     def _info(self, name: str) -> TensorInfo:
         dtype = np.dtype(self._trt.nptype(self._engine.get_tensor_dtype(name)))
         shape = tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(name))
         return TensorInfo(name, dtype, shape)
-
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
 
     def _device_buffer(self, name: str, nbytes: int) -> int:
         pointer, size = self._buffers.get(name, (0, 0))
@@ -103,21 +95,21 @@ class TensorRTBackend:
         cudart = self._cudart
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         with self._lock:
-            for info in self._inputs:
+            for info in self.inputs:
                 array = np.ascontiguousarray(feeds[info.name], dtype=info.dtype)
                 self._context.set_input_shape(info.name, array.shape)
                 pointer = self._device_buffer(info.name, array.nbytes)
                 _check(cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, h2d, self._stream))
                 self._context.set_tensor_address(info.name, pointer)
             results = []
-            for info in self._outputs:
+            for info in self.outputs:
                 shape = tuple(self._context.get_tensor_shape(info.name))
                 result = np.empty(shape, info.dtype)
                 self._context.set_tensor_address(info.name, self._device_buffer(info.name, result.nbytes))
                 results.append(result)
             if not self._context.execute_async_v3(self._stream):
                 raise Internal("TensorRT execution failed")
-            for info, result in zip(self._outputs, results, strict=True):
+            for info, result in zip(self.outputs, results, strict=True):
                 pointer = self._buffers[info.name][0]
                 _check(cudart.cudaMemcpyAsync(result.ctypes.data, pointer, result.nbytes, d2h, self._stream))
             _check(cudart.cudaStreamSynchronize(self._stream))
