@@ -36,8 +36,8 @@ class TilecastServer:
         self.port = 0
         self.metrics_port = 0
         self.metrics = Metrics()
-        # Engine calls and model loading; sized for several instances of several models at once.
-        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="engine")
+        # Model loading (session creation compiles graphs); engines run on their batchers' own threads.
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loader")
         self._health = HealthServicer()
         self.models = ModelManager(settings, self._executor, self.metrics, self._set_model_health)
         self._server: grpc.aio.Server | None = None

@@ -57,6 +57,7 @@ class ModelManager:
         self._on_health = on_health
         self._current: dict[tuple[str, int], Served] = {}
         self._lock = asyncio.Lock()  # one repository sync at a time
+        self._releasing: set[asyncio.Task[None]] = set()
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -141,7 +142,9 @@ class ModelManager:
             served.entry.backends.clear()
             log.info("model %s version %d unloaded", served.entry.name, served.entry.version)
 
-        asyncio.get_running_loop().create_task(release())
+        task = asyncio.get_running_loop().create_task(release())
+        self._releasing.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._releasing.discard)
 
     async def _update_health(self) -> None:
         if self._on_health is None:
