@@ -27,7 +27,7 @@ from torch import nn
 import tilecast
 from tilecast.export import parity
 from tilecast.export.receptive_field import has_global_ops, measure_receptive_radius
-from tilecast.export.sources import LoadedModel
+from tilecast.export.sources import KINDS, LoadedModel
 from tilecast.export.wrappers import Classifier, Half, ImageGenerator, Segmenter, SegmenterWithProbabilities
 from tilecast.proto import manifest as manifest_io
 from tilecast.proto.v1 import manifest_pb2
@@ -38,11 +38,6 @@ FP16_FILE = "model.fp16.onnx"
 WIRE_DTYPES = {"uint8": manifest_pb2.DTYPE_UINT8, "uint16": manifest_pb2.DTYPE_UINT16,
                "float32": manifest_pb2.DTYPE_FLOAT32}
 TORCH_INPUT = {"uint8": torch.uint8, "uint16": torch.uint16, "float32": torch.float32}
-KINDS: dict[str, manifest_pb2.ModelKind] = {
-    "generator": manifest_pb2.MODEL_KIND_GENERATOR,
-    "segmenter": manifest_pb2.MODEL_KIND_SEGMENTER,
-    "classifier": manifest_pb2.MODEL_KIND_CLASSIFIER,
-}
 
 
 @dataclass(frozen=True)

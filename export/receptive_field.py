@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -23,16 +24,21 @@ def has_global_ops(model: nn.Module) -> bool:
     return any(_is_global(m) for m in model.modules())
 
 
+def replace_global_layers(model: nn.Module, replacement: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """Swap every image-global layer of `model`, in place, for `replacement(layer)`; returns `model`."""
+    for name, module in list(model.named_modules()):
+        if name and _is_global(module):
+            parent_name, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, leaf, replacement(module))
+    return model
+
+
 def _local_copy(model: nn.Module) -> nn.Module:
     """A copy with image-global layers replaced by identity, leaving the convolutional reach to measure."""
     probe = copy.deepcopy(model)
     if isinstance(probe, torch.jit.ScriptModule):
         return probe
-    for name, module in list(probe.named_modules()):
-        if name and _is_global(module):
-            parent_name, _, leaf = name.rpartition(".")
-            setattr(probe.get_submodule(parent_name) if parent_name else probe, leaf, nn.Identity())
-    return probe
+    return replace_global_layers(probe, lambda layer: nn.Identity())
 
 
 def _phases(size_multiple: int) -> list[int]:

@@ -13,10 +13,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from tilecast.proto.v1 import manifest_pb2
 from tilecast.training.models import create_model
+from tilecast.training.pix2pix import load_checkpoint
 
 log = logging.getLogger(__name__)
-KINDS = ("generator", "segmenter", "classifier")
+KINDS: dict[str, manifest_pb2.ModelKind] = {
+    "generator": manifest_pb2.MODEL_KIND_GENERATOR,
+    "segmenter": manifest_pb2.MODEL_KIND_SEGMENTER,
+    "classifier": manifest_pb2.MODEL_KIND_CLASSIFIER,
+}
 
 
 @dataclass
@@ -47,7 +53,7 @@ def _tanh_range(channels: int) -> tuple[list[float], list[float]]:
 
 def from_checkpoint(path: Path) -> LoadedModel:
     """A checkpoint written by `tilecast train`."""
-    ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or "arch" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a tilecast checkpoint; give --format pix2pix, module or torchscript")
     kwargs = ckpt["model_kwargs"]

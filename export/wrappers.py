@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tilecast.export.receptive_field import GLOBAL_MODULES
+from tilecast.export.receptive_field import replace_global_layers
 
 FULL_RANGE = {"uint8": 255.0, "uint16": 65535.0, "float32": 1.0}  # float32 tiles arrive scaled to [0, 1]
 TORCH_DTYPE = {"uint8": torch.uint8, "uint16": torch.uint16}
@@ -106,12 +106,7 @@ class Half(nn.Module):
 
     def __init__(self, core: nn.Module) -> None:
         super().__init__()
-        half = copy.deepcopy(core).half()
-        for name, module in list(half.named_modules()):
-            if name and isinstance(module, GLOBAL_MODULES):
-                parent_name, _, leaf = name.rpartition(".")
-                setattr(half.get_submodule(parent_name) if parent_name else half, leaf, _KeepFloat32(module))
-        self.core = half
+        self.core = replace_global_layers(copy.deepcopy(core).half(), _KeepFloat32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y: torch.Tensor = self.core(x.half())
