@@ -19,6 +19,18 @@ ServerOption = Annotated[
 DEFAULT_SERVER = ["127.0.0.1:8500"]
 
 
+def parse_channels(text: str) -> tuple[int, ...]:
+    """'0,2' or '0-6' or '1,3-4' -> channel indices in that order."""
+    chosen: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, dash, last = part.partition("-")
+        try:
+            chosen.extend(range(int(first), int(last) + 1) if dash else [int(first)])
+        except ValueError:
+            raise ValueError(f"--channels {text!r}: use indices like 0,2 or ranges like 0-6") from None
+    return tuple(chosen)
+
+
 @user_errors
 def convert(
     inputs: Annotated[list[str], typer.Argument(help="Images, folders (recursive) or globs (quote them).")],
@@ -32,6 +44,12 @@ def convert(
     window: Annotated[int, typer.Option(help="Tiles in flight.")] = 32,
     compression: Annotated[str, typer.Option(help="none, zlib, zstd, lzw or jpeg.")] = "zlib",
     level: Annotated[int, typer.Option(help="Pyramid level of the input to read.")] = 0,
+    channels: Annotated[str, typer.Option(
+        help="Input channels or z-planes to feed the model, e.g. 0,2 or 0-6 (default: all).")] = "",
+    stride: Annotated[int, typer.Option(help="Classifiers: heat-map cell in pixels; 0 = the patch size.")] = 0,
+    tissue_only: Annotated[bool, typer.Option(
+        help="Classifiers: skip background (Otsu on saturation of a low-resolution view).")] = False,
+    min_tissue: Annotated[float, typer.Option(help="Classifiers: tissue fraction a cell needs.")] = 0.25,
     overwrite: Annotated[bool, typer.Option(help="Redo outputs that are already complete.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome of every file as JSON.")] = False,
 ) -> None:
@@ -42,7 +60,9 @@ def convert(
     from tilecast.client.remote import Client
 
     options = ConvertOptions(tile_size=tile_size or None, halo=None if halo < 0 else halo,
-                             window=window, compression=compression, level=level)
+                             window=window, compression=compression, level=level,
+                             channels=parse_channels(channels), stride=stride, tissue_only=tissue_only,
+                             min_tissue=min_tissue)
     single_file = len(inputs) == 1 and output.suffix.lower() in (".tif", ".tiff") and Path(inputs[0]).is_file()
     jobs = [Job(Path(inputs[0]), output)] if single_file else plan_jobs(inputs, output)
     if not jobs:

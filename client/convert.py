@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tilecast.client.normalization import image_parameters, wire_cast
 from tilecast.client.reader import ImageSource, open_image, read_reflected
 from tilecast.client.remote import Client, TileReply
 from tilecast.client.resilient import RetryPolicy, stream_with_retries
@@ -36,7 +37,12 @@ class ConvertOptions:
     window: int = 32  # tiles in flight
     compression: str = "zlib"
     level: int = 0  # pyramid level of the input
+    channels: tuple[int, ...] = ()  # input channels / z-planes fed to the model, in this order; () = all
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # when the server restarts mid-image
+    # classifiers only
+    stride: int = 0  # heat map cell in input pixels; 0 = the model's patch size
+    tissue_only: bool = False  # skip patches that a low-resolution tissue mask calls background
+    min_tissue: float = 0.25  # fraction of a cell that must be tissue to be classified
 
 
 @dataclass(frozen=True)
@@ -68,19 +74,28 @@ def plan_for(manifest: manifest_pb2.ModelManifest, height: int, width: int, opti
     return Grid(height, width, tile_size, halo, t.size_multiple, t.min_size)
 
 
-def check_compatible(manifest: manifest_pb2.ModelManifest, image: ImageSource) -> None:
+def check_compatible(manifest: manifest_pb2.ModelManifest, image: ImageSource,
+                     channels: tuple[int, ...] = ()) -> Callable[[Array], Array]:
+    """What turns the file's tiles into the model's input (channel choice, dtype), or a clear error."""
     spec = manifest.inputs[0]
-    _, _, channels = image.shape
-    want = tensors.to_numpy_dtype(spec.dtype)
-    if channels != spec.channels:
-        raise InvalidArgument(
-            f"{image.path} has {channels} channel(s); model {manifest.name} takes {spec.channels}"
-        )
-    if image.dtype != want:
-        raise InvalidArgument(f"{image.path} is {image.dtype.name}; model {manifest.name} takes {want.name}")
-    if any(o.layout != manifest_pb2.LAYOUT_NHWC for o in manifest.outputs):
-        raise InvalidArgument(f"model {manifest.name} answers per patch, not per pixel: classifier heat maps "
-                              "are not supported by convert yet")
+    available = image.shape[2]
+    bad = [c for c in channels if not 0 <= c < available]
+    if bad:
+        raise InvalidArgument(f"{image.path} has channels/planes 0..{available - 1}; {bad} do not exist")
+    count = len(channels) or available
+    if count != spec.channels:
+        chosen = f"{count} channel(s) chosen from" if channels else "has"
+        raise InvalidArgument(f"{image.path} {chosen} {available} channel(s); model {manifest.name} takes "
+                              f"{spec.channels} (choose them with --channels, e.g. --channels 0,2)")
+    cast = wire_cast(image.dtype, manifest)
+    if not channels:
+        return cast  # type: ignore[no-any-return]
+    picked = list(channels)
+    return lambda tile: cast(np.ascontiguousarray(tile[:, :, picked]))
+
+
+def is_classifier(manifest: manifest_pb2.ModelManifest) -> bool:
+    return any(o.layout == manifest_pb2.LAYOUT_NC for o in manifest.outputs)
 
 
 def output_paths(manifest: manifest_pb2.ModelManifest, output_path: Path) -> list[Path]:
@@ -124,19 +139,25 @@ def convert_image(
     options = options or ConvertOptions()
     started = time.perf_counter()
     manifest = client.get_model(model, version)
+    if is_classifier(manifest):
+        from tilecast.client.heatmap import classify_image
+
+        return classify_image(client, manifest, input_path, output_path, options, progress=progress,
+                              description=description)
     image = open_image(input_path, options.level)
     try:
-        check_compatible(manifest, image)
+        to_model = check_compatible(manifest, image, options.channels)
+        parameters = image_parameters(manifest, input_path, options.level, list(options.channels))
         height, width, _ = image.shape
         grid = plan_for(manifest, height, width, options)
 
         def read_tile(index: int) -> Array:
-            return np.ascontiguousarray(read_reflected(image, grid.tile(*divmod(index, grid.cols)).source))
+            return np.ascontiguousarray(to_model(read_reflected(image, grid.tile(*divmod(index, grid.cols)).source)))
 
         targets = [(path, (height, width, spec.channels), tensors.to_numpy_dtype(spec.dtype))
                    for path, spec in zip(output_paths(manifest, output_path), manifest.outputs, strict=True)]
         results = stream_with_retries(client, model, range(len(grid)), read_tile, version=manifest.version,
-                                      window=options.window, policy=options.retry)
+                                      window=options.window, policy=options.retry, parameters=parameters)
         with contextlib.closing(results):  # cancels the stream if writing fails
             write_tiled_tiffs(targets, _ordered_cores(results, grid, progress), tile_size=grid.tile_size,
                               compression=options.compression, description=description)

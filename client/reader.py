@@ -42,16 +42,12 @@ class ImageSource(Protocol):
 
 
 def _hwc_permutation(axes: str, path: Path) -> tuple[int, ...]:
-    """Axis order that turns a tifffile series into HWC (S = samples, C = channels)."""
-    squeezed = axes.replace("Q", "")
-    if squeezed in ("YX", "YXS", "CYX", "SYX", "YXC"):
-        y, x = squeezed.index("Y"), squeezed.index("X")
-        rest = [i for i, a in enumerate(squeezed) if a not in "YX"]
-        return (y, x, *rest)
-    raise ImageReadError(
-        f"{path}: image axes {axes!r} are not yet supported (expected YX, YXS or CYX); "
-        "extract one plane or time point first"
-    )
+    """Axis order that puts Y and X first; every other axis (S samples, C channels, Z planes, T times)
+    follows and is folded into the channel axis in file order, so planes can be fed as model channels."""
+    if "Y" not in axes or "X" not in axes:
+        raise ImageReadError(f"{path}: image axes {axes!r} have no Y and X; this is not a 2-D image")
+    y, x = axes.index("Y"), axes.index("X")
+    return (y, x, *(i for i in range(len(axes)) if i not in (y, x)))
 
 
 class TiffSource:
@@ -72,7 +68,7 @@ class TiffSource:
             self._perm = _hwc_permutation(page.axes, path)
             self._array = zarr.open_array(page.aszarr(), mode="r")
             shape = [int(page.shape[i]) for i in self._perm]
-            self._shape = (shape[0], shape[1], shape[2] if len(shape) > 2 else 1)
+            self._shape = (shape[0], shape[1], int(np.prod(shape[2:], dtype=np.int64)))
             self._dtype = np.dtype(page.dtype)
         except ImageReadError:
             self._tif.close()
@@ -98,7 +94,7 @@ class TiffSource:
         except Exception as exc:  # a truncated or corrupt strip or tile
             raise ImageReadError(f"{self.path}: cannot decode the region {box} ({exc})") from exc
         region = region.transpose(self._perm)
-        return region if region.ndim == 3 else region[:, :, None]
+        return region.reshape(region.shape[0], region.shape[1], -1)
 
     def close(self) -> None:
         self._tif.close()
@@ -147,9 +143,9 @@ def open_image(path: Path, level: int = 0) -> ImageSource:
 
 
 def read_reflected(source: ImageSource, box: Box) -> Array:
-    """Pixels of a box that may reach past the image's bottom/right edge, filled by reflection."""
+    """Pixels of a box that may reach past the image's edges, filled by reflection."""
     height, width, _ = source.shape
-    if box.y1 <= height and box.x1 <= width:
+    if box.y0 >= 0 and box.x0 >= 0 and box.y1 <= height and box.x1 <= width:
         return source.read(box)
     rows = reflect_indices(box.y0, box.y1, height)
     cols = reflect_indices(box.x0, box.x1, width)

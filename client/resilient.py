@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from tilecast.client.remote import Array, Client, TileReply
 from tilecast.proto.errors import Unavailable
+from tilecast.proto.v1 import inference_pb2
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def stream_with_retries(
     version: int,
     window: int,
     policy: RetryPolicy | None = None,
+    parameters: inference_pb2.ImageParameters | None = None,
 ) -> Generator[TileReply, None, None]:
     """Yield a reply for every tile id, resending unanswered tiles when the server is UNAVAILABLE.
 
@@ -43,7 +45,8 @@ def stream_with_retries(
         remaining = [i for i in tile_ids if i not in answered]
         if not remaining:
             return
-        replies = client.stream(model, ((i, read_tile(i)) for i in remaining), version=version, window=window)
+        replies = client.stream(model, ((i, read_tile(i)) for i in remaining), version=version, window=window,
+                                parameters=parameters)
         try:
             for reply in replies:
                 if reply.id not in answered:

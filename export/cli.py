@@ -77,12 +77,9 @@ def onnx(
                                           means, stds, size_multiple)
     else:
         loaded = sources.from_torchscript(source, kind, input_nc, output_nc, means, stds, size_multiple)
-    real = []
-    data = loaded.training.get("config", {}).get("data")
-    if data:
-        from tilecast.training.data.paired import load_paired
+    from tilecast.training.data.validation import validation_inputs
 
-        real = load_paired(data, "val").inputs  # the checkpoint's own validation images
+    real = validation_inputs(loaded.kind, loaded.training.get("config", {}))  # the checkpoint's own data
     command = reproduce or shlex.join(["tilecast", "export", "onnx", *sys.argv[3:]])
     config = ExportConfig(
         repository=repository, name=name, version=version, tile_size=tile_size, max_size=max_size, opset=opset,

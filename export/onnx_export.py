@@ -28,12 +28,21 @@ import tilecast
 from tilecast.export import parity
 from tilecast.export.receptive_field import has_global_ops, measure_receptive_radius
 from tilecast.export.sources import KINDS, LoadedModel
-from tilecast.export.wrappers import Classifier, Half, ImageGenerator, Segmenter, SegmenterWithProbabilities
+from tilecast.export.wrappers import (
+    Classifier,
+    Half,
+    ImageGenerator,
+    ImageOnly,
+    ImageOnlyTwoOutputs,
+    Segmenter,
+    SegmenterWithProbabilities,
+)
 from tilecast.proto import manifest as manifest_io
 from tilecast.proto.v1 import manifest_pb2
 
 log = logging.getLogger(__name__)
 INPUT_NAME = "image"
+PARAMETER_NAMES = ("channel_low", "channel_high")  # per-image percentile range, shape (N, C), float32
 FP16_FILE = "model.fp16.onnx"
 WIRE_DTYPES = {"uint8": manifest_pb2.DTYPE_UINT8, "uint16": manifest_pb2.DTYPE_UINT16,
                "float32": manifest_pb2.DTYPE_FLOAT32}
@@ -75,7 +84,13 @@ def wrap(source: LoadedModel, config: ExportConfig, core: nn.Module | None = Non
     else:
         wrapper = Classifier(core, source.mean, source.std, config.input_dtype)
     wrapper.eval()
-    return torch.jit.script(wrapper) if source.scripted else wrapper
+    if not source.scripted:
+        return wrapper
+    scripted = torch.jit.script(wrapper)
+    if source.percentiles:
+        return scripted
+    adapter = ImageOnlyTwoOutputs if source.kind == "segmenter" and config.probabilities else ImageOnly
+    return torch.jit.script(adapter(scripted).eval())
 
 
 def output_specs(source: LoadedModel, config: ExportConfig) -> list[manifest_pb2.TensorSpec]:
@@ -99,28 +114,35 @@ def output_specs(source: LoadedModel, config: ExportConfig) -> list[manifest_pb2
 
 
 def export_graph(module: nn.Module, example: torch.Tensor, path: Path, *, opset: int, multiple: int,
-                 max_size: int, output_names: list[str], layout: str, scripted: bool = False) -> None:
-    """Dynamic batch, height and width; height and width are declared as multiples of `multiple`."""
+                 max_size: int, output_names: list[str], layout: str, scripted: bool = False,
+                 parameters: int = 0) -> None:
+    """Dynamic batch, height and width; height and width are declared as multiples of `multiple`.
+    With `parameters` channels, two more (N, C) float32 inputs carry each image's percentile range."""
+    extra = tuple(torch.zeros(example.shape[0], parameters) + k for k in (0.0, 255.0)) if parameters else ()
+    input_names = [INPUT_NAME, *PARAMETER_NAMES[:len(extra)]]
     with warnings.catch_warnings():
         # torch's exporter trips over its own deprecations; nothing a user can act on.
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="no signature found", category=UserWarning)
+        warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)  # shared batch axis
         h_axis, w_axis = (1, 2) if layout == "NHWC" else (2, 3)
         if scripted:  # TorchScript goes through the TorchScript-based exporter
             axes = {0: "batch", h_axis: "height", w_axis: "width"}
-            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=output_names,
-                              dynamic_axes={INPUT_NAME: axes, **{n: {0: "batch"} for n in output_names}})
+            batch_only = {n: {0: "batch"} for n in [*input_names[1:], *output_names]}
+            torch.onnx.export(module, (example, *extra), str(path), dynamo=False, opset_version=opset,
+                              input_names=input_names, output_names=output_names,
+                              dynamic_axes={INPUT_NAME: axes, **batch_only})
             return
         batch = torch.export.Dim("batch", min=1, max=1024)
         h = torch.export.Dim("h_cells", min=2, max=max(2, max_size // multiple))
         w = torch.export.Dim("w_cells", min=2, max=max(2, max_size // multiple))
-        input_arg = next(iter(_forward_arg_names(module)))
+        arg_names = _forward_arg_names(module)
+        shapes: dict[str, Any] = {arg_names[0]: {0: batch, h_axis: multiple * h, w_axis: multiple * w}}
+        shapes.update({name: {0: batch} for name in arg_names[1:1 + len(extra)]})
         program = torch.onnx.export(
-            module, (example,), dynamo=True, external_data=False, opset_version=opset, verbose=False,
-            input_names=[INPUT_NAME], output_names=output_names,
-            dynamic_shapes={input_arg: {0: batch, h_axis: multiple * h, w_axis: multiple * w}},
+            module, (example, *extra), dynamo=True, external_data=False, opset_version=opset, verbose=False,
+            input_names=input_names, output_names=output_names, dynamic_shapes=shapes,
         )
         if program is None:
             raise RuntimeError("torch.onnx.export returned no program")
@@ -162,8 +184,7 @@ def measure_halo(source: LoadedModel) -> tuple[int, int, bool]:
     return radius, -(-radius // multiple) * multiple, global_ops
 
 
-def _probe_inputs(source: LoadedModel, config: ExportConfig,
-                  real: list[npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+def _probe_inputs(source: LoadedModel, config: ExportConfig, real: list[npt.NDArray[Any]]) -> list[parity.Feeds]:
     m = source.size_multiple
     side = max(2, -(-96 // m)) * m
     rng = np.random.default_rng(0)
@@ -174,14 +195,31 @@ def _probe_inputs(source: LoadedModel, config: ExportConfig,
         probes = [rng.integers(0, np.iinfo(config.input_dtype).max + 1, shape, dtype=config.input_dtype)]
     dtype = probes[0].dtype
     for image in real:
-        h, w = image.shape[0] // m * m, image.shape[1] // m * m
+        batch = image if image.ndim == 4 else image[None]  # classifiers' validation patches come as a batch
+        h, w = batch.shape[1] // m * m, batch.shape[2] // m * m
         if h and w:
-            crop = np.ascontiguousarray(image[:h, :w][None])
-            if dtype == np.float32 and np.issubdtype(crop.dtype, np.integer):  # float tiles travel in [0, 1]
-                probes.append((crop / np.iinfo(crop.dtype).max).astype(np.float32))
-            else:
-                probes.append(crop.astype(dtype))
-    return probes
+            probes.append(_to_wire(np.ascontiguousarray(batch[:, :h, :w]), dtype))
+    return [_with_parameters(source, probe) for probe in probes]
+
+
+def _to_wire(batch: npt.NDArray[Any], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """Real pixels in the wire dtype, rescaled between integer ranges (float tiles travel in [0, 1])."""
+    if batch.dtype == dtype or not np.issubdtype(batch.dtype, np.integer):
+        return batch.astype(dtype)
+    scaled = batch / np.iinfo(batch.dtype).max
+    if dtype == np.float32:
+        return scaled.astype(np.float32)
+    return np.rint(scaled * np.iinfo(dtype).max).astype(dtype)
+
+
+def _with_parameters(source: LoadedModel, batch: npt.NDArray[Any]) -> parity.Feeds:
+    """The image feed, plus each sample's percentile range when the model normalises per image."""
+    if source.percentiles is None:
+        return {INPUT_NAME: batch}
+    values = batch.reshape(batch.shape[0], -1, batch.shape[-1]).astype(np.float32)
+    low = np.percentile(values, source.percentiles[0], axis=1).astype(np.float32)
+    high = np.maximum(np.percentile(values, source.percentiles[1], axis=1), low + 1e-3).astype(np.float32)
+    return {INPUT_NAME: batch, PARAMETER_NAMES[0]: low, PARAMETER_NAMES[1]: high}
 
 
 def export_model(source: LoadedModel, config: ExportConfig, real_inputs: list[npt.NDArray[Any]] | None = None) -> Path:
@@ -221,39 +259,43 @@ def _export_into(staging: Path, source: LoadedModel, config: ExportConfig, radiu
     outputs = output_specs(source, config)
     example = torch.zeros(2, 8 * multiple, 8 * multiple, in_c, dtype=TORCH_INPUT[config.input_dtype])
     onnx_path = staging / manifest_io.ONNX_FILE
+    parameters = in_c if source.percentiles else 0
     export_graph(wrapper, example, onnx_path, opset=config.opset, multiple=multiple, max_size=config.max_size,
-                 output_names=[o.name for o in outputs], layout="NHWC", scripted=source.scripted)
+                 output_names=[o.name for o in outputs], layout="NHWC", scripted=source.scripted,
+                 parameters=parameters)
     onnx.checker.check_model(str(onnx_path), full_check=True)
     save_basic_optimised(onnx_path)
 
     probes = _probe_inputs(source, config, real_inputs)
     checks = parity.float_core(source.module, in_c, multiple, staging, config.opset, source.scripted)
-    checks.update(parity.wire(wrapper, onnx_path, probes, INPUT_NAME))
+    checks.update(parity.wire(wrapper, onnx_path, probes))
     files = [manifest_io.ONNX_FILE, manifest_io.PROBE_FILE]
     if config.fp16:
         fp16_wrapper = wrap(source, config, Half(source.module))
         export_graph(fp16_wrapper, example, staging / FP16_FILE, opset=config.opset, multiple=multiple,
-                     max_size=config.max_size, output_names=[o.name for o in outputs], layout="NHWC")
-        fp16_checks = parity.wire(wrapper, staging / FP16_FILE, probes, INPUT_NAME)
+                     max_size=config.max_size, output_names=[o.name for o in outputs], layout="NHWC",
+                     parameters=parameters)
+        fp16_checks = parity.wire(wrapper, staging / FP16_FILE, probes)
         checks.update({f"fp16_{k}": v for k, v in fp16_checks.items()})
         files.append(FP16_FILE)
-    parity.save_probe(staging / manifest_io.PROBE_FILE, onnx_path, probes[0], INPUT_NAME)
+    parity.save_probe(staging / manifest_io.PROBE_FILE, onnx_path, probes[0])
 
     t = config
     manifest = manifest_pb2.ModelManifest(
         name=t.name, kind=KINDS[source.kind],
         description=t.description or source.description,
         inputs=[manifest_pb2.TensorSpec(name=INPUT_NAME, dtype=WIRE_DTYPES[t.input_dtype], channels=in_c,
-                                        layout=manifest_pb2.LAYOUT_NHWC)],
+                                        layout=manifest_pb2.LAYOUT_NHWC),
+                *(manifest_pb2.TensorSpec(name=n, dtype=manifest_pb2.DTYPE_FLOAT32, channels=in_c,
+                                          layout=manifest_pb2.LAYOUT_NC)
+                  for n in PARAMETER_NAMES[:2 if parameters else 0])],
         outputs=outputs,
         tiling=manifest_pb2.Tiling(
             tile_size=t.tile_size, halo=halo, size_multiple=multiple, min_size=-(-16 // multiple) * multiple,
             max_size=t.max_size, max_batch_size=t.max_batch_size, has_global_ops=global_ops,
             receptive_radius=radius),
-        preprocessing=manifest_pb2.Preprocessing(
-            mode=manifest_pb2.NORMALIZATION_MODE_FIXED, mean=source.mean, std=source.std, baked_into_graph=True,
-            description=f"{t.input_dtype} -> (x/range - mean)/std -> network -> {outputs[0].name}"),
-        class_names=list(t.class_names),
+        preprocessing=_preprocessing(source, t.input_dtype, outputs[0].name),
+        class_names=list(t.class_names) or source.class_names,
         provenance=manifest_pb2.Provenance(
             training_data=str(source.training.get("training_data", "")), command=t.command,
             architecture=source.description, metrics=source.training.get("metrics", {}), parity=checks,
@@ -264,3 +306,16 @@ def _export_into(staging: Path, source: LoadedModel, config: ExportConfig, radiu
     )
     manifest.files.extend(manifest_io.checksum_files(staging, files))
     return manifest
+
+
+def _preprocessing(source: LoadedModel, input_dtype: str, output: str) -> manifest_pb2.Preprocessing:
+    if source.percentiles is None:
+        return manifest_pb2.Preprocessing(
+            mode=manifest_pb2.NORMALIZATION_MODE_FIXED, mean=source.mean, std=source.std, baked_into_graph=True,
+            description=f"{input_dtype} -> (x/range - mean)/std -> network -> {output}")
+    low, high = source.percentiles
+    return manifest_pb2.Preprocessing(
+        mode=manifest_pb2.NORMALIZATION_MODE_PERCENTILE, mean=source.mean, std=source.std, baked_into_graph=True,
+        low_percentile=low, high_percentile=high,
+        description=f"{input_dtype} -> ((x - p{low:g}) / (p{high:g} - p{low:g}) - mean)/std, the percentiles of "
+                    f"each whole image per channel sent as channel_low/channel_high -> network -> {output}")

@@ -39,15 +39,18 @@ def float_core(core: nn.Module, in_channels: int, multiple: int, scratch: Path, 
     return {"fp32_core_max_abs_diff": float(np.abs(got - expected).max())}
 
 
-def wire(wrapper: nn.Module, path: Path, inputs: list[Array], input_name: str) -> dict[str, float]:
+Feeds = dict[str, Array]  # graph input name -> array; the image first, then any per-image parameters
+
+
+def wire(wrapper: nn.Module, path: Path, inputs: list[Feeds]) -> dict[str, float]:
     """The wrapped graph on wire dtypes: integer outputs differ by at most a level on few values."""
     session = _session(path)
     worst, differing, total, float_worst = 0.0, 0, 0, 0.0
-    for batch in inputs:
+    for feeds in inputs:
         with torch.no_grad():
-            expected = wrapper(torch.from_numpy(batch))
+            expected = wrapper(*(torch.from_numpy(a) for a in feeds.values()))
         expected_list = list(expected) if isinstance(expected, tuple) else [expected]
-        got_list = session.run(None, {input_name: batch})
+        got_list = session.run(None, feeds)
         for want, got in zip(expected_list, got_list, strict=True):
             want_np = want.numpy()
             if np.issubdtype(want_np.dtype, np.integer):
@@ -63,18 +66,23 @@ def wire(wrapper: nn.Module, path: Path, inputs: list[Array], input_name: str) -
     return figures
 
 
-def save_probe(path: Path, onnx_path: Path, batch: Array, input_name: str) -> None:
-    """An input and the exported graph's answer to it, so `verify` can detect drift later."""
-    outputs = _session(onnx_path).run(None, {input_name: batch})
-    np.savez_compressed(path, input=batch, **{f"output_{i}": o for i, o in enumerate(outputs)})
+def save_probe(path: Path, onnx_path: Path, feeds: Feeds) -> None:
+    """Inputs and the exported graph's answer to them, so `verify` can detect drift later."""
+    outputs = _session(onnx_path).run(None, feeds)
+    arrays: dict[str, Any] = {f"feed_{k}": v for k, v in feeds.items()}
+    arrays.update({f"output_{i}": o for i, o in enumerate(outputs)})
+    np.savez_compressed(path, **arrays)
 
 
 def check_probe(probe_path: Path, onnx_path: Path, input_name: str) -> list[str]:
     """Re-run the stored probe; problems (empty when the answers still match)."""
     with np.load(probe_path) as stored:
-        batch = stored["input"]
-        expected = [stored[f"output_{i}"] for i in range(len(stored.files) - 1)]
-    got = _session(onnx_path).run(None, {input_name: batch})
+        feeds = {k.removeprefix("feed_"): stored[k] for k in stored.files if k.startswith("feed_")}
+        if "input" in stored.files:  # probes written before per-image parameters existed
+            feeds = {input_name: stored["input"]}
+        outputs = sorted((k for k in stored.files if k.startswith("output_")), key=lambda k: int(k[7:]))
+        expected = [stored[k] for k in outputs]
+    got = _session(onnx_path).run(None, feeds)
     problems = []
     for i, (want, have) in enumerate(zip(expected, got, strict=True)):
         if want.shape != have.shape:

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from tilecast.proto.v1 import manifest_pb2
+from tilecast.training.base import load_checkpoint
 from tilecast.training.models import create_model
-from tilecast.training.pix2pix import load_checkpoint
 
 log = logging.getLogger(__name__)
 KINDS: dict[str, manifest_pb2.ModelKind] = {
@@ -39,6 +39,8 @@ class LoadedModel:
     size_multiple: int = 1
     scripted: bool = False
     training: dict[str, Any] = field(default_factory=dict)  # data, metrics, config of a tilecast checkpoint
+    percentiles: tuple[float, float] | None = None  # image-global (low, high) percentile normalisation
+    class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -61,9 +63,11 @@ def from_checkpoint(path: Path) -> LoadedModel:
     module.load_state_dict(ckpt["state_dict"], strict=True)
     norm = ckpt["normalization"]
     training: dict[str, Any] = {k: ckpt[k] for k in ("metrics", "training_data", "config") if k in ckpt}
+    percentiles = (norm["low_percentile"], norm["high_percentile"]) if norm.get("mode") == "percentile" else None
     return LoadedModel(module, ckpt.get("kind", "generator"), kwargs["input_nc"], kwargs["output_nc"],
                        norm["mean"], norm["std"], f"{ckpt['arch']} {kwargs}",
-                       int(getattr(module, "size_multiple", 1)), training=training)
+                       int(getattr(module, "size_multiple", 1)), training=training, percentiles=percentiles,
+                       class_names=list(ckpt.get("class_names", [])))
 
 
 def patch_instance_norm_keys(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:

@@ -56,3 +56,47 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert tifffile.imread(tmp_path / "ihc-colorized.tif").shape == (1024, 1024, 3)
     assert (tmp_path / "preview.png").stat().st_size > 10_000
     assert "preview:" in result.stdout
+
+
+def test_bundled_models_are_small_and_record_their_validation() -> None:
+    nuclei = manifest_io.load_version(BUNDLED / "nuclei" / "1")
+    assert nuclei.kind == manifest_pb2.MODEL_KIND_SEGMENTER
+    assert nuclei.preprocessing.mode == manifest_pb2.NORMALIZATION_MODE_PERCENTILE
+    assert nuclei.provenance.metrics["val_dice"] > 0.9
+    assert nuclei.provenance.metrics["stardist_img2d_dice"] > 0.8  # real fluorescence nuclei, never trained on
+    density = manifest_io.load_version(BUNDLED / "ihc-density" / "1")
+    assert density.kind == manifest_pb2.MODEL_KIND_CLASSIFIER and list(density.class_names) == ["sparse", "dense"]
+    assert density.provenance.metrics["val_roc_auc"] > 0.9
+    for name in ("ihc-colorize", "nuclei", "ihc-density"):
+        manifest = manifest_io.load_version(BUNDLED / name / "1")
+        assert manifest.provenance.command == "bash scripts/build_models.sh"
+        assert sum(f.size_bytes for f in manifest.files) < 10 * 1024 * 1024
+
+
+def test_bundled_segmenter_finds_nuclei_in_an_8_bit_image(tmp_path: Path) -> None:
+    from tilecast.training.data.nuclei import synthesize
+    from tilecast.training.metrics import dice_iou
+
+    # a fresh synthetic field (seed outside the training and validation streams), stored as 8-bit
+    image, mask = synthesize(np.random.default_rng(987654321), 256)
+    image8 = (image.astype(np.float64) / image.max() * 200).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "nuclei.tif", image8[:, :, 0])
+    with ServerThread(local_settings(BUNDLED)) as server, Client(f"127.0.0.1:{server.port}") as client:
+        convert_image(client, "nuclei", tmp_path / "nuclei.tif", tmp_path / "labels.tif")
+    labels = tifffile.imread(tmp_path / "labels.tif")
+    assert dice_iou(labels, mask, 2)["dice"] > 0.85
+
+
+def test_bundled_classifier_heat_map_follows_nuclei_density(tmp_path: Path) -> None:
+    from tilecast.client.convert import ConvertOptions
+    from tilecast.training.data.classes import nuclei_fraction_map
+    from tilecast.training.data.samples import ihc_image
+
+    rgb = ihc_image()
+    tifffile.imwrite(tmp_path / "ihc.tif", rgb)
+    with ServerThread(local_settings(BUNDLED)) as server, Client(f"127.0.0.1:{server.port}") as client:
+        convert_image(client, "ihc-density", tmp_path / "ihc.tif", tmp_path / "heat.tif", ConvertOptions(stride=32))
+    dense = tifffile.imread(tmp_path / "heat.tif")[..., 1]
+    nuclei = nuclei_fraction_map(rgb).reshape(16, 32, 16, 32).mean(axis=(1, 3))  # per 32 px cell
+    assert dense.shape == (16, 16)
+    assert np.corrcoef(dense.ravel(), nuclei.ravel())[0, 1] > 0.7

@@ -33,3 +33,7 @@ app.add_typer(export_cli.app, name="export")
 def version() -> None:
     """Print the installed tilecast version."""
     out.print(__version__)
+
+
+if __name__ == "__main__":
+    app()

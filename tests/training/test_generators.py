@@ -11,15 +11,27 @@ from tilecast.training.models import create_model, list_models
 @pytest.mark.parametrize("arch", list_models())
 @pytest.mark.parametrize("norm", ["batch", "instance", "none"])
 def test_forward_backward_at_odd_sizes(arch: str, norm: str) -> None:
-    model = create_model(arch, input_nc=7, output_nc=1, ngf=4, norm=norm)
+    model = create_model(arch, input_nc=7, output_nc=3, ngf=4, norm=norm)
     m = int(getattr(model, "size_multiple", 1))
-    height, width = 9 * m, 13 * m  # odd multiples of the size multiple
+    height, width = (9 * m, 13 * m) if m > 1 else (37, 51)  # odd multiples of the size multiple, or odd sizes
     x = torch.randn(2, 7, height, width, requires_grad=True)
     y = model(x)
-    assert y.shape == (2, 1, height, width)
-    assert y.abs().max() <= 1  # tanh
+    task = model.task
+    if task == "classifier":
+        assert y.shape == (2, 3)
+    else:
+        assert y.shape == (2, 3, height, width)
+    if task == "generator":
+        assert y.abs().max() <= 1  # tanh
     y.mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("patch", [224, 299])
+def test_classifier_takes_the_usual_patch_sizes(patch: int) -> None:
+    model = create_model("resnet_classifier", input_nc=3, output_nc=2, ngf=4)
+    assert model(torch.zeros(1, 3, patch, patch)).shape == (1, 2)
 
 
 def test_state_dict_keys_follow_the_reference_layout() -> None:

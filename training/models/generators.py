@@ -56,6 +56,7 @@ class ResnetGenerator(nn.Module):
     """
 
     size_multiple = 4
+    task = "generator"
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, norm: str = "batch",
                  use_dropout: bool = False, n_blocks: int = 9) -> None:
@@ -133,6 +134,7 @@ class UnetGenerator(nn.Module):
         super().__init__()
         make_norm, bias = norm_layer(norm), _conv_bias(norm)
         self.size_multiple = 2**num_downs
+        self.task = "generator"
         block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, innermost=True, norm=make_norm, use_bias=bias)
         for _ in range(num_downs - 5):
             block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, norm=make_norm,
