@@ -19,6 +19,20 @@ ServerOption = Annotated[
 DEFAULT_SERVER = ["127.0.0.1:8500"]
 
 
+def _megapixels(path: Path, level: int) -> float:
+    """The image's size for the progress rate (0 when it cannot be read; convert reports why)."""
+    from tilecast.client.reader import ImageReadError, open_image
+
+    try:
+        image = open_image(path, level)
+    except ImageReadError:
+        return 0.0
+    try:
+        return image.shape[0] * image.shape[1] / 1e6
+    finally:
+        image.close()
+
+
 def parse_channels(text: str) -> tuple[int, ...]:
     """'0,2' or '0-6' or '1,3-4' -> channel indices in that order."""
     chosen: list[int] = []
@@ -78,10 +92,13 @@ def convert(
         def on_file(job: Job) -> Callable[[int, int], None]:
             task = bar.add_task(job.source.name, total=None, rate="")
             started = time.perf_counter()
+            megapixels = _megapixels(job.source, level)
 
             def advance(done: int, total: int) -> None:
-                rate = done / max(time.perf_counter() - started, 1e-6)
-                bar.update(task, completed=done, total=total, rate=f"{rate:.1f} tiles/s")
+                elapsed = max(time.perf_counter() - started, 1e-6)
+                per_second = megapixels * done / total / elapsed
+                rate = f"{per_second:.1f} MP/s" if megapixels else f"{done / elapsed:.1f} tiles/s"
+                bar.update(task, completed=done, total=total, rate=rate)
                 if done == total:
                     bar.remove_task(task)
                     bar.advance(overall)

@@ -237,6 +237,21 @@ def run(model: TrainingModel, dist: Distributed, resume: bool = False, progress:
     return path
 
 
+def launch(make: Callable[[Any, torch.device], TrainingModel], config: LoopConfig, progress: Progress | None = None,
+           resume: bool = False, dist: Distributed | None = None) -> Path:
+    """Seed, set threads, build the loop's model on its device and `run` it; returns the checkpoint path."""
+    dist = dist or Distributed()
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    return run(make(config, pick_device(config.device, dist)), dist, resume, progress)
+
+
+def tanh_normalization(channels: int) -> dict[str, Any]:
+    """Generators see inputs in [-1, 1] and answer through tanh, as pix2pix and CycleGAN train."""
+    return {"mode": "fixed", "mean": [0.5] * channels, "std": [0.5] * channels, "output": "tanh"}
+
+
 def _tensorboard(out: Path, start: int) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter

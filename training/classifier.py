@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tilecast.training.base import Distributed, LoopConfig, Progress, TrainingModel, pick_device, run
+from tilecast.training.base import Distributed, LoopConfig, Progress, TrainingModel, launch
 from tilecast.training.data.classes import RandomPatches, load_classes
 from tilecast.training.data.images import fit_normalization
 from tilecast.training.metrics import classification_metrics
@@ -92,8 +92,5 @@ class Classification(TrainingModel):
 
 def train(config: ClassifierConfig, progress: Progress | None = None, resume: bool = False,
           dist: Distributed | None = None) -> Path:
-    dist = dist or Distributed()
-    torch.manual_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    return run(Classification(config, pick_device(config.device, dist)), dist, resume, progress)
+    """Train and write <out>/checkpoint.pt; returns its path."""
+    return launch(Classification, config, progress, resume, dist)

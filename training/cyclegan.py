@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tilecast.training.base import Distributed, LoopConfig, Progress, TrainingModel, pick_device, run
+from tilecast.training.base import Distributed, LoopConfig, Progress, TrainingModel, launch, tanh_normalization
 from tilecast.training.data.paired import to_tensor, whole
 from tilecast.training.data.unpaired import RandomUnpairedCrops, load_unpaired
 from tilecast.training.losses import GanLoss
@@ -145,8 +145,7 @@ class CycleGan(TrainingModel):
 
     def describe(self) -> dict[str, Any]:
         in_c = self.model_kwargs["input_nc"]
-        return {"normalization": {"mode": "fixed", "mean": [0.5] * in_c, "std": [0.5] * in_c, "output": "tanh"},
-                "training_data": self.train_images.description}
+        return {"normalization": tanh_normalization(in_c), "training_data": self.train_images.description}
 
     def extra_state(self) -> dict[str, Any]:
         return {"pool_a": self.pool_a.images, "pool_b": self.pool_b.images}
@@ -157,8 +156,5 @@ class CycleGan(TrainingModel):
 
 def train(config: CycleGanConfig, progress: Progress | None = None, resume: bool = False,
           dist: Distributed | None = None) -> Path:
-    dist = dist or Distributed()
-    torch.manual_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    return run(CycleGan(config, pick_device(config.device, dist)), dist, resume, progress)
+    """Train and write <out>/checkpoint.pt; returns its path."""
+    return launch(CycleGan, config, progress, resume, dist)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tilecast.training.base import Distributed, LoopConfig, Progress, TrainingModel, pick_device, run
+from tilecast.training.base import Distributed, LoopConfig, Progress, TrainingModel, launch, tanh_normalization
 from tilecast.training.data.paired import RandomPairCrops, load_paired
 from tilecast.training.generator_metrics import image_grid, validate_generator
 from tilecast.training.losses import GanLoss
@@ -95,15 +95,10 @@ class Pix2Pix(TrainingModel):
 
     def describe(self) -> dict[str, Any]:
         in_c = self.model_kwargs["input_nc"]
-        return {"normalization": {"mode": "fixed", "mean": [0.5] * in_c, "std": [0.5] * in_c, "output": "tanh"},
-                "training_data": self.train_pairs.description}
+        return {"normalization": tanh_normalization(in_c), "training_data": self.train_pairs.description}
 
 
 def train(config: Pix2PixConfig, progress: Progress | None = None, resume: bool = False,
           dist: Distributed | None = None) -> Path:
     """Train and write <out>/checkpoint.pt; returns its path."""
-    dist = dist or Distributed()
-    torch.manual_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    return run(Pix2Pix(config, pick_device(config.device, dist)), dist, resume, progress)
+    return launch(Pix2Pix, config, progress, resume, dist)

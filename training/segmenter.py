@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tilecast.training.base import Distributed, LoopConfig, Progress, TrainingModel, pick_device, run
+from tilecast.training.base import Distributed, LoopConfig, Progress, TrainingModel, launch
 from tilecast.training.data.images import Normalization, fit_normalization
 from tilecast.training.data.masks import RandomMaskedCrops, load_masked, validation_pairs
 from tilecast.training.losses import soft_dice_loss
@@ -94,8 +94,5 @@ class Segmentation(TrainingModel):
 
 def train(config: SegmenterConfig, progress: Progress | None = None, resume: bool = False,
           dist: Distributed | None = None) -> Path:
-    dist = dist or Distributed()
-    torch.manual_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    return run(Segmentation(config, pick_device(config.device, dist)), dist, resume, progress)
+    """Train and write <out>/checkpoint.pt; returns its path."""
+    return launch(Segmentation, config, progress, resume, dist)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,16 @@ runner = CliRunner()
 def loaded(arch: str, norm: str, in_c: int = 3, out_c: int = 3, seed: int = 0) -> LoadedModel:
     torch.manual_seed(seed)
     module = create_model(arch, input_nc=in_c, output_nc=out_c, ngf=4, norm=norm)
-    return LoadedModel(module, module.task, in_c, out_c, [0.5] * in_c, [0.5] * in_c, arch,
+    return LoadedModel(module, str(module.task), in_c, out_c, [0.5] * in_c, [0.5] * in_c, arch,
                        int(getattr(module, "size_multiple", 1)))
 
 
-OUTPUTS = {"generator": lambda m: ((3, 2 * m, 3 * m, 3), np.uint8),
-           "segmenter": lambda m: ((3, 2 * m, 3 * m, 1), np.uint8),
-           "classifier": lambda m: ((3, 3), np.float32)}
+Expected = Callable[[int], tuple[tuple[int, ...], type[np.generic]]]  # size multiple -> output shape, dtype
+OUTPUTS: dict[str, Expected] = {
+    "generator": lambda m: ((3, 2 * m, 3 * m, 3), np.uint8),
+    "segmenter": lambda m: ((3, 2 * m, 3 * m, 1), np.uint8),
+    "classifier": lambda m: ((3, 3), np.float32),
+}
 
 
 def session(version: Path, file: str = "model.onnx") -> ort.InferenceSession:
