@@ -21,16 +21,13 @@ DEFAULT_SERVER = ["127.0.0.1:8500"]
 
 def _megapixels(path: Path, level: int) -> float:
     """The image's size for the progress rate (0 when it cannot be read; convert reports why)."""
-    from tilecast.client.reader import ImageReadError, open_image
+    from tilecast.client.reader import ImageReadError, image_shape
 
     try:
-        image = open_image(path, level)
+        height, width, _ = image_shape(path, level)
     except ImageReadError:
         return 0.0
-    try:
-        return image.shape[0] * image.shape[1] / 1e6
-    finally:
-        image.close()
+    return height * width / 1e6
 
 
 def parse_channels(text: str) -> tuple[int, ...]:

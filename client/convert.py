@@ -89,7 +89,7 @@ def check_compatible(manifest: manifest_pb2.ModelManifest, image: ImageSource,
                               f"{spec.channels} (choose them with --channels, e.g. --channels 0,2)")
     cast = wire_cast(image.dtype, manifest)
     if not channels:
-        return cast  # type: ignore[no-any-return]
+        return cast
     picked = list(channels)
     return lambda tile: cast(np.ascontiguousarray(tile[:, :, picked]))
 

@@ -4,6 +4,7 @@ the file's dtype to the model's wire dtype."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy.typing as npt
 from tilecast.client.overview import overview
 from tilecast.proto import tensors
 from tilecast.proto.errors import InvalidArgument
+from tilecast.proto.normalization import percentile_range
 from tilecast.proto.v1 import inference_pb2, manifest_pb2
 
 Array = npt.NDArray[Any]
@@ -24,10 +26,7 @@ def uses_percentiles(manifest: manifest_pb2.ModelManifest) -> bool:
 
 def percentile_parameters(manifest: manifest_pb2.ModelManifest, pixels: Array) -> inference_pb2.ImageParameters:
     """Per-channel low/high percentiles of (a subsample of) an image, as the model's header wants them."""
-    p = manifest.preprocessing
-    values = pixels.reshape(-1, pixels.shape[-1]).astype(np.float32)
-    low = np.percentile(values, p.low_percentile, axis=0)
-    high = np.maximum(np.percentile(values, p.high_percentile, axis=0), low + 1e-3)
+    low, high = percentile_range(pixels, manifest.preprocessing.low_percentile, manifest.preprocessing.high_percentile)
     return inference_pb2.ImageParameters(channel_low=low.tolist(), channel_high=high.tolist())
 
 
@@ -40,7 +39,7 @@ def image_parameters(manifest: manifest_pb2.ModelManifest, path: Path, level: in
     return percentile_parameters(manifest, view[:, :, channels] if channels else view)
 
 
-def wire_cast(source: np.dtype[Any], manifest: manifest_pb2.ModelManifest) -> Any:
+def wire_cast(source: np.dtype[Any], manifest: manifest_pb2.ModelManifest) -> Callable[[Array], Array]:
     """A function turning tiles of dtype `source` into the model's input dtype, or an error saying why not.
 
     8-bit into a 16-bit model is exact: values are kept for percentile models (the header's percentiles

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tilecast.client.reader import ImageSource, open_image
+from tilecast.client.reader import PILLOW_SUFFIXES, ImageSource, open_image
 from tilecast.client.tiling import Box
 
 Array = npt.NDArray[Any]
@@ -19,7 +19,7 @@ BLOCK = 1024  # read this many pixels square at a time
 
 def overview_level(path: Path, level: int, min_edge: int) -> int:
     """The coarsest pyramid level at or below `level` whose shorter edge is still >= min_edge."""
-    if not isinstance(path, Path) or path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+    if path.suffix.lower() in PILLOW_SUFFIXES:
         return level
     import tifffile
 

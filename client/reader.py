@@ -142,6 +142,24 @@ def open_image(path: Path, level: int = 0) -> ImageSource:
     )
 
 
+def image_shape(path: Path, level: int = 0) -> tuple[int, int, int]:
+    """(height, width, channels) from the file's header alone: nothing is decoded."""
+    if any(path.name.lower().endswith(s) for s in PILLOW_SUFFIXES) and path.is_file():
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:  # lazy: reads the header only
+                width, height = image.size
+                return height, width, len(image.getbands()) if image.mode != "P" else 3
+        except (OSError, UnidentifiedImageError) as exc:
+            raise ImageReadError(f"{path}: not a readable image ({exc})") from exc
+    source = open_image(path, level)  # TIFFs are opened lazily anyway
+    try:
+        return source.shape
+    finally:
+        source.close()
+
+
 def read_reflected(source: ImageSource, box: Box) -> Array:
     """Pixels of a box that may reach past the image's edges, filled by reflection."""
     height, width, _ = source.shape

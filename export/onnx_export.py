@@ -38,6 +38,7 @@ from tilecast.export.wrappers import (
     SegmenterWithProbabilities,
 )
 from tilecast.proto import manifest as manifest_io
+from tilecast.proto.normalization import percentile_range
 from tilecast.proto.v1 import manifest_pb2
 
 log = logging.getLogger(__name__)
@@ -216,9 +217,8 @@ def _with_parameters(source: LoadedModel, batch: npt.NDArray[Any]) -> parity.Fee
     """The image feed, plus each sample's percentile range when the model normalises per image."""
     if source.percentiles is None:
         return {INPUT_NAME: batch}
-    values = batch.reshape(batch.shape[0], -1, batch.shape[-1]).astype(np.float32)
-    low = np.percentile(values, source.percentiles[0], axis=1).astype(np.float32)
-    high = np.maximum(np.percentile(values, source.percentiles[1], axis=1), low + 1e-3).astype(np.float32)
+    ranges = [percentile_range(sample, *source.percentiles) for sample in batch]
+    low, high = (np.stack(r) for r in zip(*ranges, strict=True))
     return {INPUT_NAME: batch, PARAMETER_NAMES[0]: low, PARAMETER_NAMES[1]: high}
 
 

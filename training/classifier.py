@@ -64,12 +64,11 @@ class Classification(TrainingModel):
     def validate(self) -> dict[str, float]:
         network = self.networks["C"]
         network.eval()
-        centre = RandomPatches(self.val_data, self.normalization, self.cfg.crop, balanced=False)
         probabilities = []
         for start in range(0, len(self.val_data), 64):
             batch = []
             for k in range(start, min(start + 64, len(self.val_data))):
-                patch = centre.patch(k)
+                patch = self.val_data.patch(k)
                 y, x = (patch.shape[0] - self.cfg.crop) // 2, (patch.shape[1] - self.cfg.crop) // 2
                 patch = patch[y:y + self.cfg.crop, x:x + self.cfg.crop]
                 low, high = self.normalization.image_range(patch)

@@ -44,7 +44,8 @@ class ImagePool:
     Its randomness comes from torch's generator, so a resumed run draws what the uninterrupted one would."""
 
     def __init__(self, size: int) -> None:
-        self.size, self.images = size, []  # type: ignore[var-annotated]
+        self.size = size
+        self.images: list[torch.Tensor] = []
 
     def query(self, batch: torch.Tensor) -> torch.Tensor:
         if self.size == 0:

@@ -24,6 +24,7 @@ from tilecast.client.tissue import otsu_threshold, tissue_mask
 from tilecast.export.onnx_export import ExportConfig, export_model
 from tilecast.export.sources import LoadedModel
 from tilecast.proto.errors import InvalidArgument
+from tilecast.proto.normalization import percentile_range
 from tilecast.server.app import ServerThread
 
 PERCENTILES = (1.0, 99.8)
@@ -49,9 +50,7 @@ def client(repository: Path) -> Iterator[Client]:
 
 
 def _whole_image_labels(repository: Path, image: np.ndarray) -> np.ndarray:
-    values = image.reshape(-1, image.shape[-1]).astype(np.float32)
-    low = np.percentile(values, PERCENTILES[0], axis=0).astype(np.float32)
-    high = np.maximum(np.percentile(values, PERCENTILES[1], axis=0), low + 1e-3).astype(np.float32)
+    low, high = percentile_range(image, *PERCENTILES)
     session = ort.InferenceSession(str(repository / "percentile-seg" / "1" / "model.onnx"))
     labels = session.run(None, {"image": image[None].astype(np.uint16), "channel_low": low[None],
                                 "channel_high": high[None]})[0][0]  # size multiple 1: the whole image as it is

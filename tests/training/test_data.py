@@ -123,8 +123,8 @@ def test_ihc_density_labels_follow_nuclei_content() -> None:
     data = ihc_density("train", 64, stride=32)
     assert set(data.labels) == {0, 1} and data.windows is not None
     norm = Normalization("fixed", (0.5,) * 3, (0.25,) * 3)
-    reader = RandomPatches(data, norm, 64, balanced=False)
-    dense = [reader.patch(k) for k, label in enumerate(data.labels) if label == 1]
-    sparse = [reader.patch(k) for k, label in enumerate(data.labels) if label == 0]
+    assert RandomPatches(data, norm, 64, balanced=False)[0][0].shape == (3, 64, 64)
+    dense = [data.patch(k) for k, label in enumerate(data.labels) if label == 1]
+    sparse = [data.patch(k) for k, label in enumerate(data.labels) if label == 0]
     # hematoxylin is blue: dense patches are darker in red than sparse ones
     assert np.mean([p[..., 0].mean() for p in dense]) < np.mean([p[..., 0].mean() for p in sparse])

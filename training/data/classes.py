@@ -32,6 +32,7 @@ class LabelledPatches:
     class_names: list[str]
     description: str
     windows: list[tuple[int, int, int]] | None = None
+    window_size: int = 0  # edge of each window, when `windows` is set
 
     @property
     def channels(self) -> int:
@@ -39,6 +40,14 @@ class LabelledPatches:
 
     def __len__(self) -> int:
         return len(self.windows) if self.windows is not None else len(self.images)
+
+    def patch(self, k: int) -> Array:
+        """The pixels of patch k: a whole file, or a window of a larger image."""
+        if self.windows is None:
+            return whole(self.images[k])
+        image, y, x = self.windows[k]
+        size = self.window_size
+        return np.asarray(self.images[image][slice(y, y + size), slice(x, x + size)])
 
 
 def nuclei_fraction_map(rgb: Array) -> Array:
@@ -67,7 +76,8 @@ def ihc_density(split: str, patch: int, stride: int | None = None) -> LabelledPa
         raise ValueError(f"patch {patch} does not fit the IHC sample's {split} rows {rows}")
     return LabelledPatches([rgb], labels, ["sparse", "dense"],
                            f"scikit-image immunohistochemistry sample, {split} rows {rows[0]}-{rows[1] - 1}, "
-                           f"{patch}px windows labelled dense when hematoxylin covers > {DENSE_FRACTION:.0%}", windows)
+                           f"{patch}px windows labelled dense when hematoxylin covers > {DENSE_FRACTION:.0%}", windows,
+                           patch)
 
 
 def load_classes(source: str, split: str, patch: int) -> LabelledPatches:
@@ -106,15 +116,9 @@ class RandomPatches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]])
             k = int(members[int(rng.integers(len(members)))])
         else:
             k = int(rng.integers(len(self.data)))
-        patch = self.patch(k)
+        patch = self.data.patch(k)
         if min(patch.shape[:2]) < self.crop:
             raise ValueError(f"patch {k} of size {patch.shape[:2]} is smaller than --crop {self.crop}")
         (patch,) = augment(rng, patch[random_window(rng, patch.shape, self.crop)])
         low, high = self.normalization.image_range(patch)
         return torch.from_numpy(self.normalization.apply(patch, low, high)), torch.tensor(self.data.labels[k])
-
-    def patch(self, k: int) -> Array:
-        if self.data.windows is None:
-            return whole(self.data.images[k])
-        image, y, x = self.data.windows[k]
-        return np.asarray(self.data.images[image][slice(y, y + self.crop), slice(x, x + self.crop)])

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from tilecast.proto.normalization import percentile_range
+
 Array = npt.NDArray[Any]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 FULL_RANGE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
@@ -59,15 +61,13 @@ class LazyImage:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._array: Any = None
-        if path.suffix.lower() in (".tif", ".tiff"):
+        if self._is_tiff:
             import tifffile
-            import zarr
 
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
                 self.shape = tuple(series.levels[0].shape) if series.levels else tuple(series.shape)
                 self.dtype = series.dtype
-            self._zarr_source: Any = (tifffile, zarr)
         else:
             self._array = read_image(path)
             self.shape, self.dtype = self._array.shape, self._array.dtype
@@ -76,9 +76,15 @@ class LazyImage:
         if len(self.shape) != 3:
             raise ValueError(f"{path}: expected a 2-D image with optional channels, got shape {self.shape}")
 
+    @property
+    def _is_tiff(self) -> bool:
+        return self.path.suffix.lower() in (".tif", ".tiff")
+
     def _open(self) -> Any:
         if self._array is None:  # opened on first read, so datasets pickle cheaply into worker processes
-            tifffile, zarr = self._zarr_source
+            import tifffile
+            import zarr
+
             self._store = tifffile.imread(self.path, aszarr=True, level=0)
             self._array = zarr.open(self._store, mode="r")
         return self._array
@@ -93,7 +99,7 @@ class LazyImage:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        if self.path.suffix.lower() in (".tif", ".tiff"):
+        if self._is_tiff:
             state["_array"] = state["_store"] = None
         return state
 
@@ -120,10 +126,7 @@ class Normalization:
     def image_range(self, image: Array) -> tuple[Array, Array]:
         """Per-channel (low, high) for one whole image (or a subsample of it)."""
         if self.mode == "percentile":
-            values = image.reshape(-1, image.shape[-1]).astype(np.float32)
-            low = np.percentile(values, self.low_percentile, axis=0)
-            high = np.percentile(values, self.high_percentile, axis=0)
-            return low.astype(np.float32), np.maximum(high, low + 1e-3).astype(np.float32)
+            return percentile_range(image, self.low_percentile, self.high_percentile)
         full = FULL_RANGE.get(image.dtype, 1.0)
         zeros = np.zeros(image.shape[-1], np.float32)
         return zeros, zeros + np.float32(full)

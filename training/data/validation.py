@@ -23,14 +23,12 @@ def validation_inputs(kind: str, config: dict[str, Any], count: int = 2) -> list
         masked = load_masked(data, "val", config.get("mask_mode", "auto"), config.get("seed", 0))
         images = [image for image, _ in validation_pairs(masked, count)]
     elif kind == "classifier":
-        from tilecast.training.data.classes import RandomPatches, load_classes
-        from tilecast.training.data.images import Normalization
+        from tilecast.training.data.classes import load_classes
 
         crop = int(config.get("crop", 64))
         patches = load_classes(data, "val", crop)
-        reader = RandomPatches(patches, Normalization("fixed", (0.0,), (1.0,)), crop, balanced=False)
         step = max(1, len(patches) // 8)
-        images = [np.stack([reader.patch(k)[:crop, :crop] for k in range(0, len(patches), step)][:8])]
+        images = [np.stack([patches.patch(k)[:crop, :crop] for k in range(0, len(patches), step)][:8])]
         return images  # one batch of patches
     elif "lambda_a" in config:  # CycleGAN
         from tilecast.training.data.paired import whole
