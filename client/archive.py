@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from tilecast.client.convert import ConvertOptions, convert_image
 from tilecast.client.reader import PILLOW_SUFFIXES, TIFF_SUFFIXES
@@ -39,12 +41,12 @@ def is_image(path: Path) -> bool:
     return path.is_file() and any(name.endswith(s) for s in IMAGE_SUFFIXES)
 
 
-def output_name(source: Path) -> str:
+def output_name(source: Path, suffix: str = ".tif") -> str:
     name = source.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)] + ".tif"
-    return source.stem + ".tif"
+    for known in IMAGE_SUFFIXES:
+        if name.lower().endswith(known):
+            return name[: -len(known)] + suffix
+    return source.stem + suffix
 
 
 def _glob_root(pattern: str) -> Path:
@@ -54,20 +56,22 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def plan_jobs(inputs: Iterable[str], output_dir: Path) -> list[Job]:
-    """One job per image: a folder's images keep their place below it, files go to the top."""
+def plan_jobs(inputs: Iterable[str], output_dir: Path, suffix: str = ".tif") -> list[Job]:
+    """One job per image: a folder's images keep their place below it, files go to the top. Outputs are
+    named like their inputs with `suffix` (.ome.tif for pyramidal OME-TIFFs)."""
     jobs: list[Job] = []
     for argument in inputs:
         path = Path(argument)
         if GLOB_CHARS & set(argument):
             root = _glob_root(argument)
             matches = sorted(Path(m) for m in glob.glob(argument, recursive=True))
-            jobs += [Job(m, output_dir / m.relative_to(root).parent / output_name(m)) for m in matches if is_image(m)]
+            jobs += [Job(m, output_dir / m.relative_to(root).parent / output_name(m, suffix))
+                     for m in matches if is_image(m)]
         elif path.is_dir():
             images = sorted(p for p in path.rglob("*") if is_image(p))
-            jobs += [Job(p, output_dir / p.relative_to(path).parent / output_name(p)) for p in images]
+            jobs += [Job(p, output_dir / p.relative_to(path).parent / output_name(p, suffix)) for p in images]
         else:  # a file, or a missing one that will fail with its own message
-            jobs.append(Job(path, output_dir / output_name(path)))
+            jobs.append(Job(path, output_dir / output_name(path, suffix)))
     seen: dict[Path, Path] = {}
     for job in jobs:
         if job.output in seen:
@@ -89,10 +93,16 @@ def already_done(output: Path, model: str, version: int, source: Path) -> bool:
 
     try:
         with tifffile.TiffFile(output) as tif:
-            description = tif.pages[0].description  # type: ignore[union-attr]
-        return bool(json.loads(description) == json.loads(stamp(model, version, source)))
-    except (OSError, ValueError, tifffile.TiffFileError, json.JSONDecodeError):
+            page: Any = tif.pages[0]
+            marks = [page.description, page.software]  # BigTIFF: description; OME-TIFF: Software
+    except (OSError, ValueError, tifffile.TiffFileError):
         return False
+    expected = json.loads(stamp(model, version, source))
+    for mark in marks:
+        with contextlib.suppress(ValueError):  # JSONDecodeError included
+            if json.loads(mark) == expected:
+                return True
+    return False
 
 
 def convert_many(

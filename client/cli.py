@@ -52,9 +52,18 @@ def convert(
     version: Annotated[int, typer.Option(help="Model version; 0 = newest.")] = 0,
     tile_size: Annotated[int, typer.Option(help="Tile core edge; 0 = the model's.")] = 0,
     halo: Annotated[int, typer.Option(help="Context per side; -1 = the model's measured halo.")] = -1,
+    stitch: Annotated[str, typer.Option(
+        help="crop (exact), blend (weighted average of overlapping tiles), or auto: blend where crop is not exact.")
+    ] = "auto",
+    blend_window: Annotated[str, typer.Option(help="Blend weights: gaussian or linear.")] = "gaussian",
+    overlap: Annotated[int, typer.Option(help="Blend: pixels neighbouring tiles share; -1 = 2 x halo.")] = -1,
     window: Annotated[int, typer.Option(help="Tiles in flight.")] = 32,
     compression: Annotated[str, typer.Option(help="none, zlib, zstd, lzw or jpeg.")] = "zlib",
     level: Annotated[int, typer.Option(help="Pyramid level of the input to read.")] = 0,
+    mpp: Annotated[float, typer.Option(
+        help="Read the pyramid level nearest this many µm per pixel instead of --level (0: use --level).")] = 0.0,
+    output_format: Annotated[str, typer.Option(
+        "--format", help="For folders: tiff (tiled BigTIFF) or ome-tiff (pyramidal, .ome.tif).")] = "tiff",
     channels: Annotated[str, typer.Option(
         help="Input channels or z-planes to feed the model, e.g. 0,2 or 0-6 (default: all).")] = "",
     stride: Annotated[int, typer.Option(help="Classifiers: heat-map cell in pixels; 0 = the patch size.")] = 0,
@@ -64,18 +73,27 @@ def convert(
     overwrite: Annotated[bool, typer.Option(help="Redo outputs that are already complete.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome of every file as JSON.")] = False,
 ) -> None:
-    """Run a model over whole images and write tiled BigTIFFs; folders are mirrored, finished files skipped."""
+    """Run a model over whole images and write tiled BigTIFFs or pyramidal OME-TIFFs (-o x.ome.tif or
+    --format ome-tiff); folders are mirrored, finished files skipped."""
     from tilecast.client.archive import Job, convert_many, plan_jobs
     from tilecast.client.archive import as_json as outcomes_json
+    from tilecast.client.blending import WINDOWS
     from tilecast.client.convert import ConvertOptions
     from tilecast.client.remote import Client
 
-    options = ConvertOptions(tile_size=tile_size or None, halo=None if halo < 0 else halo,
+    if blend_window not in WINDOWS:
+        raise ValueError(f"--blend-window {blend_window!r}: use one of {', '.join(WINDOWS)}")
+    options = ConvertOptions(tile_size=tile_size or None, halo=None if halo < 0 else halo, stitch=stitch,
+                             blend_window=blend_window, overlap=None if overlap < 0 else overlap,
                              window=window, compression=compression, level=level,
+                             microns_per_pixel=mpp or None,
                              channels=parse_channels(channels), stride=stride, tissue_only=tissue_only,
                              min_tissue=min_tissue)
+    suffixes = {"tiff": ".tif", "ome-tiff": ".ome.tif"}
+    if output_format not in suffixes:
+        raise ValueError(f"--format {output_format!r}: use tiff or ome-tiff")
     single_file = len(inputs) == 1 and output.suffix.lower() in (".tif", ".tiff") and Path(inputs[0]).is_file()
-    jobs = [Job(Path(inputs[0]), output)] if single_file else plan_jobs(inputs, output)
+    jobs = [Job(Path(inputs[0]), output)] if single_file else plan_jobs(inputs, output, suffixes[output_format])
     if not jobs:
         raise ValueError(f"no images found in {', '.join(inputs)}")
     with Client(server) as client, Progress(

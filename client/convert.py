@@ -7,6 +7,7 @@ bounds), never by the image size.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,27 +17,34 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tilecast.client.blending import WINDOWS, BlendGrid, BlendStitcher, Window, argmax_labels, cast_to
+from tilecast.client.metadata import level_for_resolution, read_metadata
 from tilecast.client.normalization import image_parameters, wire_cast
+from tilecast.client.outputs import output_targets, write_outputs
 from tilecast.client.reader import ImageSource, open_image, read_reflected
 from tilecast.client.remote import Client, TileReply
 from tilecast.client.resilient import RetryPolicy, stream_with_retries
-from tilecast.client.tiling import Grid, crop_core
-from tilecast.client.writer import write_tiled_tiffs
+from tilecast.client.tiling import Box, Grid, crop_core
 from tilecast.proto import tensors
 from tilecast.proto.errors import InvalidArgument
 from tilecast.proto.v1 import manifest_pb2
 
 Array = npt.NDArray[Any]
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
+STITCHES = ("auto", "crop", "blend")
 
 
 @dataclass(frozen=True)
 class ConvertOptions:
     tile_size: int | None = None  # None: the manifest's
     halo: int | None = None  # None: the manifest's (measured at export)
+    stitch: str = "auto"  # crop, blend, or auto: blend only where crop cannot be exact
+    blend_window: Window = "gaussian"
+    overlap: int | None = None  # blend: pixels shared by neighbouring tiles; None = 2 x halo
     window: int = 32  # tiles in flight
     compression: str = "zlib"
     level: int = 0  # pyramid level of the input
+    microns_per_pixel: float | None = None  # read the level nearest this resolution instead of `level`
     channels: tuple[int, ...] = ()  # input channels / z-planes fed to the model, in this order; () = all
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # when the server restarts mid-image
     # classifiers only
@@ -98,30 +106,80 @@ def is_classifier(manifest: manifest_pb2.ModelManifest) -> bool:
     return any(o.layout == manifest_pb2.LAYOUT_NC for o in manifest.outputs)
 
 
-def output_paths(manifest: manifest_pb2.ModelManifest, output_path: Path) -> list[Path]:
-    """The first output goes to `output_path`; others (e.g. probabilities) beside it, named by output."""
-    stem = output_path.name.removesuffix(output_path.suffix)
-    return [output_path] + [output_path.with_name(f"{stem}.{spec.name}{output_path.suffix}")
-                            for spec in manifest.outputs[1:]]
-
-
-def _ordered_cores(results: Iterator[TileReply], grid: Grid, progress: Progress | None) -> Iterator[list[Array]]:
-    """Yield each tile's cores (one per output) in grid order, holding early arrivals in a reorder buffer."""
+def _in_order(results: Iterator[TileReply], count: int, source: Callable[[int], Box],
+              progress: Progress | None) -> Iterator[tuple[int, list[Array]]]:
+    """Each tile's outputs in id order, holding early arrivals in a reorder buffer (bounded by the window)."""
     waiting: dict[int, list[Array]] = {}
-    for tile in grid:
-        while tile.index not in waiting:
+    for index in range(count):
+        while index not in waiting:
             try:
                 reply = next(results)
             except StopIteration:
-                raise InvalidArgument(f"the server ended the stream before tile {tile.index}") from None
+                raise InvalidArgument(f"the server ended the stream before tile {index}") from None
             waiting[reply.id] = reply.outputs
-        outputs = waiting.pop(tile.index)
-        expected = (tile.source.height, tile.source.width)
-        if any(o.shape[:2] != expected for o in outputs):
-            raise InvalidArgument(f"tile {tile.index}: model returned {outputs[0].shape[:2]}, expected {expected}")
+        outputs = waiting.pop(index)
+        box = source(index)
+        if any(o.shape[:2] != (box.height, box.width) for o in outputs):
+            raise InvalidArgument(f"tile {index}: model returned {outputs[0].shape[:2]}, "
+                                  f"expected {(box.height, box.width)}")
         if progress:
-            progress(tile.index + 1, len(grid))
+            progress(index + 1, count)
+        yield index, outputs
+
+
+def use_blend(manifest: manifest_pb2.ModelManifest, options: ConvertOptions) -> bool:
+    """Blend when asked, or (auto) when cropping cannot reproduce whole-image inference."""
+    if options.stitch not in STITCHES:
+        raise InvalidArgument(f"stitching {options.stitch!r} is not one of {', '.join(STITCHES)}")
+    if options.stitch != "auto":
+        return options.stitch == "blend"
+    t = manifest.tiling
+    halo = t.halo if options.halo is None else options.halo
+    return t.has_global_ops or t.receptive_radius > halo
+
+
+def blend_plan(manifest: manifest_pb2.ModelManifest, height: int, width: int, options: ConvertOptions) -> BlendGrid:
+    """The overlapping tile grid for blend stitching, checked against what the model accepts."""
+    crop = plan_for(manifest, height, width, options)  # checks tile size and halo
+    t = manifest.tiling
+    overlap = 2 * crop.halo if options.overlap is None else options.overlap
+    if options.blend_window not in WINDOWS:
+        raise InvalidArgument(f"blend window {options.blend_window!r} is not one of {', '.join(WINDOWS)}")
+    if overlap % t.size_multiple or not 0 <= overlap <= crop.tile_size:
+        raise InvalidArgument(f"blend overlap {overlap} must be a multiple of {t.size_multiple} "
+                              f"between 0 and the tile size {crop.tile_size}")
+    if not t.min_size <= crop.tile_size + overlap <= t.max_size:
+        raise InvalidArgument(f"tile size {crop.tile_size} + overlap {overlap} is outside the model's "
+                              f"input range {t.min_size}..{t.max_size}")
+    return BlendGrid(height, width, crop.tile_size, overlap)
+
+
+def cropped_blocks(grid: Grid, tiles: Iterator[tuple[int, list[Array]]]) -> Iterator[list[Array]]:
+    """Each tile's core, cut from each of its outputs."""
+    for index, outputs in tiles:
+        tile = grid.tile(*divmod(index, grid.cols))
         yield [crop_core(o, tile) for o in outputs]
+
+
+def blended_blocks(manifest: manifest_pb2.ModelManifest, grid: BlendGrid, window: Window,
+                   tiles: Iterator[tuple[int, list[Array]]]) -> Iterator[list[Array]]:
+    """Blend images and class probabilities; class labels become the argmax of blended probabilities."""
+    labels = manifest_pb2.OUTPUT_INTERPRETATION_CLASS_LABELS
+    probs = manifest_pb2.OUTPUT_INTERPRETATION_CLASS_PROBABILITIES
+    kinds = [o.interpretation for o in manifest.outputs]
+    dtypes = [tensors.to_numpy_dtype(o.dtype) for o in manifest.outputs]
+    blended = [i for i, k in enumerate(kinds) if k != labels]
+    probabilities = [i for i, k in enumerate(kinds) if k == probs]
+    if len(blended) < len(kinds) and not probabilities:
+        raise InvalidArgument(f"model {manifest.name} returns class labels only, which cannot be blended; "
+                              "use --stitch crop, or export it with --probabilities")
+    counts = [manifest.outputs[i].channels for i in blended]
+    stitcher = BlendStitcher(grid, sum(counts), window)
+    for index, outputs in tiles:
+        values = stitcher.add(index, np.concatenate([outputs[i] for i in blended], axis=2))
+        parts = dict(zip(blended, np.split(values, np.cumsum(counts)[:-1].tolist(), axis=2), strict=True))
+        yield [cast_to(parts[i], dtypes[i]) if i in parts else argmax_labels(parts[probabilities[0]], dtypes[i])
+               for i in range(len(kinds))]
 
 
 def convert_image(
@@ -135,9 +193,12 @@ def convert_image(
     progress: Progress | None = None,
     description: str | None = None,
 ) -> ConvertResult:
-    """Run `model` over the whole image at `input_path` and write a tiled BigTIFF at `output_path`."""
+    """Run `model` over the whole image at `input_path`; write a tiled BigTIFF, or a pyramidal OME-TIFF when
+    `output_path` ends in .ome.tif, at `output_path` (and beside it for further outputs)."""
     options = options or ConvertOptions()
     started = time.perf_counter()
+    if options.microns_per_pixel is not None:
+        options = dataclasses.replace(options, level=level_for_resolution(input_path, options.microns_per_pixel))
     manifest = client.get_model(model, version)
     if is_classifier(manifest):
         from tilecast.client.heatmap import classify_image
@@ -149,18 +210,27 @@ def convert_image(
         to_model = check_compatible(manifest, image, options.channels)
         parameters = image_parameters(manifest, input_path, options.level, list(options.channels))
         height, width, _ = image.shape
-        grid = plan_for(manifest, height, width, options)
+        blend = use_blend(manifest, options)
+        crop_grid = plan_for(manifest, height, width, options)
+        blend_grid = blend_plan(manifest, height, width, options) if blend else None
+        count = len(blend_grid) if blend_grid else len(crop_grid)
+
+        def source(index: int) -> Box:
+            return blend_grid.source(index) if blend_grid else crop_grid.tile(*divmod(index, crop_grid.cols)).source
 
         def read_tile(index: int) -> Array:
-            return np.ascontiguousarray(to_model(read_reflected(image, grid.tile(*divmod(index, grid.cols)).source)))
+            return np.ascontiguousarray(to_model(read_reflected(image, source(index))))
 
-        targets = [(path, (height, width, spec.channels), tensors.to_numpy_dtype(spec.dtype))
-                   for path, spec in zip(output_paths(manifest, output_path), manifest.outputs, strict=True)]
-        results = stream_with_retries(client, model, range(len(grid)), read_tile, version=manifest.version,
+        targets = output_targets(manifest, output_path, height, width, read_metadata(input_path, options.level),
+                                 options.channels)
+        results = stream_with_retries(client, model, range(count), read_tile, version=manifest.version,
                                       window=options.window, policy=options.retry, parameters=parameters)
+        ordered = _in_order(results, count, source, progress)
+        blocks = (blended_blocks(manifest, blend_grid, options.blend_window, ordered) if blend_grid
+                  else cropped_blocks(crop_grid, ordered))
         with contextlib.closing(results):  # cancels the stream if writing fails
-            write_tiled_tiffs(targets, _ordered_cores(results, grid, progress), tile_size=grid.tile_size,
-                              compression=options.compression, description=description)
+            write_outputs(targets, blocks, tile_size=crop_grid.tile_size, compression=options.compression,
+                          stamp=description)
     finally:
         image.close()
-    return ConvertResult(input_path, output_path, targets[0][1], len(grid), time.perf_counter() - started)
+    return ConvertResult(input_path, output_path, targets[0].shape, count, time.perf_counter() - started)

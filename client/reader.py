@@ -66,7 +66,8 @@ class TiffSource:
                 raise ImageReadError(f"{path}: level {level} does not exist; it has {len(series.levels)}")
             page = series.levels[level]
             self._perm = _hwc_permutation(page.axes, path)
-            self._array = zarr.open_array(page.aszarr(), mode="r")
+            # The series' store at a level: a level's own store is a group when the series has several.
+            self._array = zarr.open_array(series.aszarr(level=level), mode="r")
             shape = [int(page.shape[i]) for i in self._perm]
             self._shape = (shape[0], shape[1], int(np.prod(shape[2:], dtype=np.int64)))
             self._dtype = np.dtype(page.dtype)

@@ -31,6 +31,11 @@ def atomic_output(path: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def is_rgb(channels: int, dtype: np.dtype[Any]) -> bool:
+    """Outputs stored (and shown by viewers) as RGB colour images."""
+    return channels == 3 and dtype == np.uint8
+
+
 def write_tiled_tiff(
     path: Path,
     tiles: Iterable[npt.NDArray[Any]],
@@ -40,17 +45,19 @@ def write_tiled_tiff(
     tile_size: int,
     compression: str = "zlib",
     description: str | None = None,
+    tags: dict[str, Any] | None = None,
 ) -> None:
     """Write HWC tiles, given in row-major order of a `tile_size` grid, as a tiled BigTIFF.
 
-    Edge tiles may be smaller than `tile_size`. Only one tile is held at a time.
+    Edge tiles may be smaller than `tile_size`. Only one tile is held at a time. `tags` are further
+    tifffile.imwrite arguments (resolution, say).
     """
     import tifffile
 
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
     height, width, channels = shape
-    photometric = "rgb" if channels == 3 and dtype == np.uint8 else "minisblack"
+    photometric = "rgb" if is_rgb(channels, dtype) else "minisblack"
     with atomic_output(path) as temporary:
         tifffile.imwrite(
             temporary,
@@ -64,6 +71,7 @@ def write_tiled_tiff(
             bigtiff=True,
             description=description,
             metadata=None,
+            **(tags or {}),
         )
 
 
@@ -77,13 +85,14 @@ def write_tiled_tiffs(
     tile_size: int,
     compression: str = "zlib",
     description: str | None = None,
+    tags: dict[str, Any] | None = None,
 ) -> None:
     """Several outputs of the same grid at once (labels and probabilities, say): each tile is a sequence
     with one array per target. One writer thread per extra target, fed through a short queue."""
     if len(targets) == 1:
         path, shape, dtype = targets[0]
         write_tiled_tiff(path, (t[0] for t in tiles), shape=shape, dtype=dtype, tile_size=tile_size,
-                         compression=compression, description=description)
+                         compression=compression, description=description, tags=tags)
         return
     queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=4) for _ in targets[1:]]
     errors: list[BaseException] = []
@@ -103,7 +112,7 @@ def write_tiled_tiffs(
         path, shape, dtype = targets[index + 1]
         try:
             write_tiled_tiff(path, drain(index), shape=shape, dtype=dtype, tile_size=tile_size,
-                             compression=compression, description=description)
+                             compression=compression, description=description, tags=tags)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
             while not finished[index]:  # keep the producer from blocking on a full queue
@@ -129,7 +138,7 @@ def write_tiled_tiffs(
     path, shape, dtype = targets[0]
     try:
         write_tiled_tiff(path, first_and_fan_out(), shape=shape, dtype=dtype, tile_size=tile_size,
-                         compression=compression, description=description)
+                         compression=compression, description=description, tags=tags)
     finally:
         for thread in threads:
             thread.join()

@@ -28,3 +28,16 @@ def test_identity_model_returns_the_input(tmp_path: Path, shape: tuple[int, int,
     written = tifffile.imread(target)
     np.testing.assert_array_equal(written.reshape(shape), image)
     assert written.dtype == dtype
+
+
+@pytest.mark.parametrize("window", ["gaussian", "linear"])
+def test_blend_stitching_of_an_identity_model_returns_the_input(tmp_path: Path, window: str) -> None:
+    write_identity_model(tmp_path / "models", "noop", channels=3, dtype="uint8")
+    image = np.random.default_rng(5).integers(0, 256, (301, 177, 3), dtype=np.uint8)
+    source, target = tmp_path / "in.tif", tmp_path / "out.tif"
+    tifffile.imwrite(source, image, photometric="rgb")
+    options = ConvertOptions(tile_size=64, overlap=32, stitch="blend", blend_window=window, window=4)  # type: ignore[arg-type]
+    with ServerThread(local_settings(tmp_path / "models")) as server, Client(f"127.0.0.1:{server.port}") as client:
+        result = convert_image(client, "noop", source, target, options)
+    assert result.tiles == 5 * 3
+    np.testing.assert_array_equal(tifffile.imread(target), image)

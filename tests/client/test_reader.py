@@ -71,3 +71,49 @@ def test_errors_name_the_file_and_the_problem(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ImageReadError, match="unsupported file type"):
         open_image(tmp_path / "notes.txt")
+
+
+def _levels(rng: np.random.Generator) -> list[np.ndarray]:
+    base = rng.integers(0, 256, (512, 384, 3), dtype=np.uint8)
+    return [base, np.ascontiguousarray(base[::2, ::2]), np.ascontiguousarray(base[::4, ::4])]
+
+
+def test_ome_tiff_pyramid_levels(tmp_path: Path) -> None:
+    levels = _levels(np.random.default_rng(3))
+    path = tmp_path / "pyramid.ome.tif"
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
+        tif.write(levels[0], subifds=2, tile=(128, 128), photometric="rgb", compression="zlib",
+                  metadata={"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
+        for level in levels[1:]:
+            tif.write(level, subfiletype=1, tile=(128, 128), photometric="rgb", compression="zlib")
+    for index, expected in enumerate(levels):
+        image = open_image(path, index)
+        try:
+            assert image.shape == expected.shape
+            np.testing.assert_array_equal(image.read(Box(10, 90, 20, 95)), expected[10:90, 20:95])
+        finally:
+            image.close()
+    with pytest.raises(ImageReadError, match="level 3 does not exist; it has 3"):
+        open_image(path, 3)
+
+
+def test_svs_like_pyramid_levels_and_resolution(tmp_path: Path) -> None:
+    from tilecast.client.metadata import level_for_resolution, read_metadata
+
+    levels = _levels(np.random.default_rng(4))
+    path = tmp_path / "slide.svs"
+    description = "Aperio Image Library v12.0.0\r\n384x512 [0,0 384x512] (128x128) JPEG/RGB Q=70|AppMag = 40|MPP = 0.25"
+    with tifffile.TiffWriter(path) as tif:  # Aperio's layout: base, thumbnail (stripped), reduced levels
+        tif.write(levels[0], tile=(128, 128), photometric="rgb", description=description, metadata=None)
+        tif.write(levels[2][::2, ::2], photometric="rgb", description="Aperio Image Library v12.0.0\r\nthumb",
+                  metadata=None)
+        for level in levels[1:]:
+            tif.write(level, tile=(128, 128), photometric="rgb", subfiletype=0, metadata=None,
+                      description="Aperio Image Library v12.0.0\r\nlevel")
+    image = open_image(path, 2)
+    try:
+        np.testing.assert_array_equal(image.read(Box(0, 128, 0, 96)), levels[2])
+    finally:
+        image.close()
+    assert read_metadata(path, 1).pixel_size_um == pytest.approx((0.5, 0.5))
+    assert level_for_resolution(path, 1.1) == 2

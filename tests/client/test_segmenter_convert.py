@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from tests.conftest import local_settings
 from tests.export.nets import TinyClassifier, TinySegmenter
 from tilecast.client import Client, ConvertOptions, convert_image
+from tilecast.proto.errors import InvalidArgument
 from tilecast.export.onnx_export import ExportConfig, export_model
 from tilecast.export.sources import LoadedModel
 from tilecast.server.app import ServerThread
@@ -24,6 +26,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     export_model(LoadedModel(TinySegmenter(3, 5), "segmenter", 3, 5, [0.5] * 3, [0.25] * 3, "tiny"),
                  ExportConfig(root, "nuclei", tile_size=64, probabilities=True))
+    export_model(LoadedModel(TinySegmenter(3, 5), "segmenter", 3, 5, [0.5] * 3, [0.25] * 3, "tiny"),
+                 ExportConfig(root, "labels-only", tile_size=64))
     export_model(LoadedModel(TinyClassifier(3, 2), "classifier", 3, 2, [0.5] * 3, [0.25] * 3, "tiny"),
                  ExportConfig(root, "tumour", tile_size=96))
     return root
@@ -57,3 +61,27 @@ def test_failure_midway_leaves_neither_output(tmp_path: Path, repository: Path) 
         convert_image(client, "nuclei", tmp_path / "in.tif", tmp_path / "out" / "in.tif",
                       ConvertOptions(tile_size=64, window=2))
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_blend_stitching_averages_probabilities_and_takes_their_argmax(tmp_path: Path, repository: Path) -> None:
+    image = np.random.default_rng(2).integers(0, 256, (150, 201, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "cells.tif", image, photometric="rgb")
+    blend = ConvertOptions(tile_size=64, overlap=32, stitch="blend", window=3)
+    with ServerThread(local_settings(repository)) as server, Client(f"127.0.0.1:{server.port}") as client:
+        convert_image(client, "nuclei", tmp_path / "cells.tif", tmp_path / "out.tif", blend)
+        with pytest.raises(InvalidArgument, match="class labels only, which cannot be blended"):
+            convert_image(client, "labels-only", tmp_path / "cells.tif", tmp_path / "no.tif", blend)
+    assert not (tmp_path / "no.tif").exists()
+    session = ort.InferenceSession(str(repository / "nuclei" / "1" / "model.onnx"))
+    whole_labels, whole_probabilities = session.run(None, {"image": image[None]})
+    labels, probabilities = tifffile.imread(tmp_path / "out.tif"), tifffile.imread(tmp_path / "out.probabilities.tif")
+    # The tiny net's context fits in the overlap, so away from the right and bottom edges (where tiles
+    # see reflected pixels, whole-image inference the network's zero padding) blending only rounds.
+    r = json.loads((repository / "nuclei" / "1" / "manifest.json").read_text())["tiling"]["receptive_radius"]
+    inside = np.s_[:150 - r, :201 - r]
+    assert np.abs(probabilities[inside].astype(int) - whole_probabilities[0][inside]).max() <= 1
+    # Labels are the argmax of the blended probabilities: compare where the top class is clear.
+    top2 = np.sort(probabilities.astype(int), axis=2)[:, :, -2:]
+    clear = top2[:, :, 1] - top2[:, :, 0] >= 2
+    np.testing.assert_array_equal(labels[clear], np.argmax(probabilities, axis=2)[clear])
+    np.testing.assert_array_equal(labels[inside][clear[inside]], whole_labels[0, :, :, 0][inside][clear[inside]])

@@ -1,0 +1,157 @@
+"""Pyramidal OME-TIFF output, built without holding any level in memory.
+
+The converter first writes the full-resolution result as a tiled BigTIFF (the *staged* base). Each
+lower level is then made from the one above it, one output tile at a time (2 x 2 mean for images,
+every other pixel for labels, so no label is invented), into staged files of its own. Finally the
+OME-TIFF is assembled: the base with its levels as SubIFDs, the physical pixel size and channel
+names in the OME-XML. Where the samples are stored interleaved (one channel, or RGB), compressed
+tiles are copied byte for byte; other channel counts are written one plane per channel, as OME
+readers expect, which decodes the staged tiles once per channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from tilecast.client.metadata import PixelMetadata
+from tilecast.client.reader import TiffSource
+from tilecast.client.tiling import Box
+from tilecast.client.writer import atomic_output, is_rgb, write_tiled_tiff
+
+Array = npt.NDArray[Any]
+OME_SUFFIXES = (".ome.tif", ".ome.tiff")
+
+
+def is_ome_path(path: Path) -> bool:
+    return path.name.lower().endswith(OME_SUFFIXES)
+
+
+def level_shapes(height: int, width: int, tile_size: int) -> list[tuple[int, int]]:
+    """(height, width) of every level: halved (rounding up) until the level fits in one tile."""
+    shapes = [(height, width)]
+    while max(shapes[-1]) > tile_size:
+        h, w = shapes[-1]
+        shapes.append((-(-h // 2), -(-w // 2)))
+    return shapes
+
+
+def downsample(region: Array, labels: bool) -> Array:
+    """Halve an HWC region: 2 x 2 mean (rounded for integers), or the top-left pixel of each 2 x 2 for labels.
+    An odd last row or column is averaged with itself."""
+    if labels:
+        return region[::2, ::2]
+    h, w = region.shape[:2]
+    padded = np.pad(region, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge").astype(np.float64)
+    mean = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2, -1).mean(axis=(1, 3))
+    halved: Array = np.rint(mean) if np.issubdtype(region.dtype, np.integer) else mean
+    return halved.astype(region.dtype)
+
+
+def _halved_tiles(previous: TiffSource, shape: tuple[int, int], tile_size: int, labels: bool) -> Iterator[Array]:
+    height, width = previous.shape[:2]
+    for y in range(0, shape[0], tile_size):
+        for x in range(0, shape[1], tile_size):
+            box = Box(2 * y, min(2 * (y + tile_size), height), 2 * x, min(2 * (x + tile_size), width))
+            yield downsample(previous.read(box), labels)
+
+
+def _raw_tiles(path: Path) -> Iterator[bytes]:
+    """The compressed tiles of a staged level, in file order, without decoding them."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page: Any = tif.pages[0]
+        for segment in tif.filehandle.read_segments(page.dataoffsets, page.databytecounts, sort=False):
+            data, _ = cast(tuple[bytes | None, int], segment)  # flat=True: one (bytes, index) per tile
+            assert data is not None  # every tile was written
+            yield data
+
+
+def _plane_tiles(path: Path, tile_size: int) -> Iterator[Array]:
+    """Tiles of each channel in turn (planar storage), read from a staged interleaved level."""
+    source = TiffSource(path)
+    try:
+        height, width, channels = source.shape
+        for channel in range(channels):
+            for y in range(0, height, tile_size):
+                for x in range(0, width, tile_size):
+                    yield source.read(Box(y, min(y + tile_size, height), x, min(x + tile_size, width)))[:, :, channel]
+    finally:
+        source.close()
+
+
+def _ome_metadata(channels: int, interleaved: bool, metadata: PixelMetadata) -> dict[str, Any]:
+    ome: dict[str, Any] = {"axes": ("YXS" if channels > 1 else "YX") if interleaved else "CYX"}
+    if metadata.pixel_size_um is not None:
+        ome.update(PhysicalSizeY=metadata.pixel_size_um[0], PhysicalSizeYUnit="µm",
+                   PhysicalSizeX=metadata.pixel_size_um[1], PhysicalSizeXUnit="µm")
+    if metadata.channel_names and ((len(metadata.channel_names) == channels and not interleaved) or channels == 1):
+        ome["Channel"] = {"Name": list(metadata.channel_names[:channels])}
+    return ome
+
+
+def resolution_tags(metadata: PixelMetadata) -> dict[str, Any]:
+    """TIFF XResolution/YResolution (pixels per centimetre) for a known pixel size."""
+    if metadata.pixel_size_um is None:
+        return {}
+    y, x = metadata.pixel_size_um
+    return {"resolution": (1e4 / x, 1e4 / y), "resolutionunit": "CENTIMETER"}
+
+
+def write_pyramid(staged: Path, final: Path, *, tile_size: int, compression: str, metadata: PixelMetadata,
+                  labels: bool = False, software: str | None = None) -> None:
+    """Turn a staged tiled BigTIFF (HWC) into a pyramidal OME-TIFF at `final` (atomically)."""
+    base = TiffSource(staged)
+    height, width, channels = base.shape
+    dtype = base.dtype
+    base.close()
+    shapes = level_shapes(height, width, tile_size)
+    levels = [staged] + [final.with_name(f".{final.name}.level{i}-{os.getpid()}.tif") for i in range(1, len(shapes))]
+    try:
+        for i in range(1, len(shapes)):
+            previous = TiffSource(levels[i - 1])
+            try:
+                write_tiled_tiff(levels[i], _halved_tiles(previous, shapes[i], tile_size, labels),
+                                 shape=(*shapes[i], channels), dtype=dtype, tile_size=tile_size,
+                                 compression=compression)
+            finally:
+                previous.close()
+        with atomic_output(final) as temporary:
+            _assemble(temporary, levels, shapes, channels, dtype, tile_size, compression, metadata, software)
+    finally:
+        for level in levels[1:]:
+            with contextlib.suppress(FileNotFoundError):
+                level.unlink()
+
+
+def _assemble(path: Path, levels: Sequence[Path], shapes: Sequence[tuple[int, int]], channels: int,
+              dtype: np.dtype[Any], tile_size: int, compression: str, metadata: PixelMetadata,
+              software: str | None) -> None:
+    """The OME-TIFF: level 0 with the OME-XML, the staged lower levels as its SubIFDs."""
+    import tifffile
+
+    rgb = is_rgb(channels, dtype)
+    interleaved = channels == 1 or rgb
+    common: dict[str, Any] = {
+        "dtype": dtype, "tile": (tile_size, tile_size), "photometric": "rgb" if rgb else "minisblack",
+        "compression": None if compression == "none" else compression,
+        "planarconfig": "contig" if channels > 1 and interleaved else None}
+    height, width = shapes[0]
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
+        for i, (level, (h, w)) in enumerate(zip(levels, shapes, strict=True)):
+            data: Iterator[Any] = _raw_tiles(level) if interleaved else _plane_tiles(level, tile_size)
+            shape = ((h, w, channels) if channels > 1 else (h, w)) if interleaved else (channels, h, w)
+            first: dict[str, Any]
+            if i == 0:
+                first = {"subifds": len(shapes) - 1, "software": software or False,
+                         "metadata": _ome_metadata(channels, interleaved, metadata)}
+            else:
+                first = {"subfiletype": 1, "metadata": None}
+            tif.write(data, shape=shape, **common, **first, **resolution_tags(metadata.scaled(height / h, width / w)))
