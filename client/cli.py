@@ -58,6 +58,8 @@ def convert(
     blend_window: Annotated[str, typer.Option(help="Blend weights: gaussian or linear.")] = "gaussian",
     overlap: Annotated[int, typer.Option(help="Blend: pixels neighbouring tiles share; -1 = 2 x halo.")] = -1,
     window: Annotated[int, typer.Option(help="Tiles in flight.")] = 32,
+    tile_deadline_ms: Annotated[int, typer.Option(
+        help="Resend a tile the server has not started within this many ms (0: no per-tile deadline).")] = 0,
     compression: Annotated[str, typer.Option(help="none, zlib, zstd, lzw or jpeg.")] = "zlib",
     level: Annotated[int, typer.Option(help="Pyramid level of the input to read.")] = 0,
     mpp: Annotated[float, typer.Option(
@@ -85,7 +87,7 @@ def convert(
         raise ValueError(f"--blend-window {blend_window!r}: use one of {', '.join(WINDOWS)}")
     options = ConvertOptions(tile_size=tile_size or None, halo=None if halo < 0 else halo, stitch=stitch,
                              blend_window=blend_window, overlap=None if overlap < 0 else overlap,
-                             window=window, compression=compression, level=level,
+                             window=window, tile_deadline_ms=tile_deadline_ms, compression=compression, level=level,
                              microns_per_pixel=mpp or None,
                              channels=parse_channels(channels), stride=stride, tissue_only=tissue_only,
                              min_tissue=min_tissue)

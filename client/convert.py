@@ -42,6 +42,7 @@ class ConvertOptions:
     blend_window: Window = "gaussian"
     overlap: int | None = None  # blend: pixels shared by neighbouring tiles; None = 2 x halo
     window: int = 32  # tiles in flight
+    tile_deadline_ms: int = 0  # a tile not started within this budget is sent again (0: no per-tile deadline)
     compression: str = "zlib"
     level: int = 0  # pyramid level of the input
     microns_per_pixel: float | None = None  # read the level nearest this resolution instead of `level`
@@ -224,7 +225,8 @@ def convert_image(
         targets = output_targets(manifest, output_path, height, width, read_metadata(input_path, options.level),
                                  options.channels)
         results = stream_with_retries(client, model, range(count), read_tile, version=manifest.version,
-                                      window=options.window, policy=options.retry, parameters=parameters)
+                                      window=options.window, policy=options.retry, parameters=parameters,
+                                      tile_deadline_ms=options.tile_deadline_ms)
         ordered = _in_order(results, count, source, progress)
         blocks = (blended_blocks(manifest, blend_grid, options.blend_window, ordered) if blend_grid
                   else cropped_blocks(crop_grid, ordered))

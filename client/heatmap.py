@@ -127,7 +127,8 @@ def classify_image(client: Client, manifest: manifest_pb2.ModelManifest, input_p
 
         scores = np.full((rows, cols, classes), np.nan, np.float32)
         replies = stream_with_retries(client, manifest.name, wanted, read_patch, version=manifest.version,
-                                      window=options.window, policy=options.retry, parameters=parameters)
+                                      window=options.window, policy=options.retry, parameters=parameters,
+                                      tile_deadline_ms=options.tile_deadline_ms)
         with contextlib.closing(replies):
             for done, reply in enumerate(replies, start=1):
                 scores[divmod(reply.id, cols)] = np.asarray(reply.outputs[0], np.float32).reshape(-1)

@@ -66,13 +66,14 @@ class LiveStream:
             self._incoming.put(exc)
         self._incoming.put(_END)
 
-    def send(self, tile_id: int, tile: Array, timeout: float | None = None) -> None:
-        """Queue a tile; blocks only while `window` tiles await their results."""
+    def send(self, tile_id: int, tile: Array, timeout: float | None = None, deadline_ms: int = 0) -> None:
+        """Queue a tile; blocks only while `window` tiles await their results. With `deadline_ms`, a tile
+        the server cannot start within that budget is answered with `error` set instead of outputs."""
         if not self._slots.acquire(timeout=timeout):
             raise TimeoutError(f"{timeout} s passed with the window full; receive results first")
         self._sent_at[tile_id] = time.perf_counter()
         self._outgoing.put(inference_pb2.StreamPredictRequest(
-            tile=inference_pb2.Tile(id=tile_id, tensor=tensors.encode(tile))))
+            tile=inference_pb2.Tile(id=tile_id, tensor=tensors.encode(tile), deadline_ms=deadline_ms)))
 
     def receive(self, timeout: float | None = None) -> LiveReply | None:
         """The next finished tile, or None once the stream has ended."""
@@ -158,12 +159,13 @@ class AsyncLiveStream:
         else:
             self._call.cancel()
 
-    async def send(self, tile_id: int, tile: Array) -> None:
+    async def send(self, tile_id: int, tile: Array, deadline_ms: int = 0) -> None:
+        """As `LiveStream.send`: waits while `window` tiles are in flight; `deadline_ms` as there."""
         await self._slots.acquire()
         self._sent_at[tile_id] = time.perf_counter()
         try:
             await self._call.write(inference_pb2.StreamPredictRequest(
-                tile=inference_pb2.Tile(id=tile_id, tensor=tensors.encode(tile))))
+                tile=inference_pb2.Tile(id=tile_id, tensor=tensors.encode(tile), deadline_ms=deadline_ms)))
         except grpc.RpcError as exc:
             raise translate(exc) from exc
 

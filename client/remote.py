@@ -19,6 +19,7 @@ from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc, manifest_pb2
 Array = npt.NDArray[Any]
 T = TypeVar("T")
 DEFAULT_MESSAGE_BYTES = 64 * 1024 * 1024
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,15 @@ class TileReply:
     queue_us: int
     compute_us: int
     batch_size: int
+    error: TilecastError | None = None  # this tile alone failed (its deadline ran out); no outputs then
 
 
 def reply_from(response: inference_pb2.StreamPredictResponse) -> TileReply:
     result, timing = response.result, response.result.timing
+    error = error_for_status(_STATUS_BY_NUMBER.get(result.code, grpc.StatusCode.UNKNOWN), result.message) \
+        if result.code else None
     return TileReply(result.id, [tensors.decode(t) for t in result.outputs], response.version,
-                     timing.queue_us, timing.compute_us, timing.batch_size)
+                     timing.queue_us, timing.compute_us, timing.batch_size, error)
 
 
 def translate(exc: grpc.RpcError) -> TilecastError:
@@ -121,11 +125,13 @@ class Client:
         parameters: inference_pb2.ImageParameters | None = None,
         window: int = 32,
         timeout: float | None = None,
+        tile_deadline_ms: int = 0,
     ) -> Generator[TileReply, None, None]:
         """Stream (id, HWC tile) pairs; yield a TileReply for each as results arrive, in any order.
 
         At most `window` tiles are in flight: the next tile is read only when a result comes back,
-        so memory is bounded by the window whatever the number of tiles.
+        so memory is bounded by the window whatever the number of tiles. With `tile_deadline_ms`, a
+        tile the server has not started within that budget comes back with `error` set (DeadlineExceeded).
         """
         slots = threading.Semaphore(window)
         finished = threading.Event()
@@ -141,7 +147,7 @@ class Client:
                             return
                     if finished.is_set():
                         return
-                    message = inference_pb2.Tile(id=tile_id, tensor=tensors.encode(tile))
+                    message = inference_pb2.Tile(id=tile_id, tensor=tensors.encode(tile), deadline_ms=tile_deadline_ms)
                     yield inference_pb2.StreamPredictRequest(tile=message)
             except Exception as exc:  # reading a tile failed: end the stream, re-raise in the caller
                 source_errors.append(exc)

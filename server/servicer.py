@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from tilecast.proto import tensors
-from tilecast.proto.errors import InvalidArgument, TilecastError
+from tilecast.proto.errors import DeadlineExceeded, InvalidArgument, TilecastError
 from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc
 from tilecast.server.backends.base import Array
 from tilecast.server.batching import TileOutputs
@@ -189,14 +189,17 @@ class _TileStream:
         self._waiting: set[asyncio.Future[TileOutputs]] = set()
         self._reading_done = False
 
-    def _done(self, tile_id: int, future: asyncio.Future[TileOutputs]) -> None:
+    def _done(self, tile_id: int, own_deadline: bool, future: asyncio.Future[TileOutputs]) -> None:
         self._waiting.discard(future)
         self._slots.release()
         self._in_flight.dec()
         if future.cancelled():
             return
         error = future.exception()
-        if error is not None:
+        if isinstance(error, DeadlineExceeded) and own_deadline:  # this tile's budget ran out: answer, go on
+            message = inference_pb2.TileResult(id=tile_id, code=error.code.value[0], message=str(error))
+            self._results.put_nowait(inference_pb2.StreamPredictResponse(result=message, version=self._version))
+        elif error is not None:
             self._results.put_nowait(error)
         else:
             result = future.result()
@@ -215,15 +218,19 @@ class _TileStream:
                     tile = check_image_tensor(self._manifest, request.tile.tensor, batched=False)
                 except InvalidArgument as exc:
                     raise InvalidArgument(f"tile {request.tile.id}: {exc}") from exc
+                deadline, budget_ms = self._deadline, request.tile.deadline_ms
+                if budget_ms:
+                    own = time.monotonic() + budget_ms / 1000
+                    deadline = own if deadline is None else min(deadline, own)
                 await self._slots.acquire()
                 try:
-                    future = self._batcher.enqueue({self._input: tile, **self._extra}, self._deadline)
+                    future = self._batcher.enqueue({self._input: tile, **self._extra}, deadline)
                 except BaseException:
                     self._slots.release()
                     raise
                 self._in_flight.inc()
                 self._waiting.add(future)
-                future.add_done_callback(functools.partial(self._done, request.tile.id))
+                future.add_done_callback(functools.partial(self._done, request.tile.id, bool(budget_ms)))
             self._reading_done = True
             if not self._waiting:
                 self._results.put_nowait(_DONE)

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from tilecast.proto.v1 import manifest_pb2 as tilecast_dot_proto_dot_v1_dot_manifest__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!tilecast/proto/v1/inference.proto\x12\x0btilecast.v1\x1a tilecast/proto/v1/manifest.proto\"H\n\x06Tensor\x12!\n\x05\x64type\x18\x01 \x01(\x0e\x32\x12.tilecast.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"<\n\x0fImageParameters\x12\x13\n\x0b\x63hannel_low\x18\x01 \x03(\x02\x12\x14\n\x0c\x63hannel_high\x18\x02 \x03(\x02\"\x8a\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.tilecast.v1.ModelState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12$\n\x04kind\x18\x05 \x01(\x0e\x32\x16.tilecast.v1.ModelKind\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.tilecast.v1.ModelStatus\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"@\n\x10GetModelResponse\x12,\n\x08manifest\x18\x01 \x01(\x0b\x32\x1a.tilecast.v1.ModelManifest\"\x86\x01\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x30\n\nparameters\x18\x03 \x01(\x0b\x32\x1c.tilecast.v1.ImageParameters\x12\"\n\x05tiles\x18\x04 \x01(\x0b\x32\x13.tilecast.v1.Tensor\"H\n\x0cServerTiming\x12\x10\n\x08queue_us\x18\x01 \x01(\x03\x12\x12\n\ncompute_us\x18\x02 \x01(\x03\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\"\x82\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12$\n\x07outputs\x18\x03 \x03(\x0b\x32\x13.tilecast.v1.Tensor\x12)\n\x06timing\x18\x04 \x01(\x0b\x32\x19.tilecast.v1.ServerTiming\"`\n\x0cStreamHeader\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x30\n\nparameters\x18\x03 \x01(\x0b\x32\x1c.tilecast.v1.ImageParameters\"7\n\x04Tile\x12\n\n\x02id\x18\x01 \x01(\x04\x12#\n\x06tensor\x18\x02 \x01(\x0b\x32\x13.tilecast.v1.Tensor\"n\n\x14StreamPredictRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.tilecast.v1.StreamHeaderH\x00\x12!\n\x04tile\x18\x02 \x01(\x0b\x32\x11.tilecast.v1.TileH\x00\x42\x06\n\x04item\"i\n\nTileResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12$\n\x07outputs\x18\x02 \x03(\x0b\x32\x13.tilecast.v1.Tensor\x12)\n\x06timing\x18\x03 \x01(\x0b\x32\x19.tilecast.v1.ServerTiming\"Q\n\x15StreamPredictResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.tilecast.v1.TileResult\x12\x0f\n\x07version\x18\x02 \x01(\x03*q\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_STATE_READY\x10\x01\x12\x17\n\x13MODEL_STATE_LOADING\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x32\xc5\x02\n\tInference\x12M\n\nListModels\x12\x1e.tilecast.v1.ListModelsRequest\x1a\x1f.tilecast.v1.ListModelsResponse\x12G\n\x08GetModel\x12\x1c.tilecast.v1.GetModelRequest\x1a\x1d.tilecast.v1.GetModelResponse\x12\x44\n\x07Predict\x12\x1b.tilecast.v1.PredictRequest\x1a\x1c.tilecast.v1.PredictResponse\x12Z\n\rStreamPredict\x12!.tilecast.v1.StreamPredictRequest\x1a\".tilecast.v1.StreamPredictResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!tilecast/proto/v1/inference.proto\x12\x0btilecast.v1\x1a tilecast/proto/v1/manifest.proto\"H\n\x06Tensor\x12!\n\x05\x64type\x18\x01 \x01(\x0e\x32\x12.tilecast.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"<\n\x0fImageParameters\x12\x13\n\x0b\x63hannel_low\x18\x01 \x03(\x02\x12\x14\n\x0c\x63hannel_high\x18\x02 \x03(\x02\"\x8a\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.tilecast.v1.ModelState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12$\n\x04kind\x18\x05 \x01(\x0e\x32\x16.tilecast.v1.ModelKind\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.tilecast.v1.ModelStatus\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"@\n\x10GetModelResponse\x12,\n\x08manifest\x18\x01 \x01(\x0b\x32\x1a.tilecast.v1.ModelManifest\"\x86\x01\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x30\n\nparameters\x18\x03 \x01(\x0b\x32\x1c.tilecast.v1.ImageParameters\x12\"\n\x05tiles\x18\x04 \x01(\x0b\x32\x13.tilecast.v1.Tensor\"H\n\x0cServerTiming\x12\x10\n\x08queue_us\x18\x01 \x01(\x03\x12\x12\n\ncompute_us\x18\x02 \x01(\x03\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\"\x82\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12$\n\x07outputs\x18\x03 \x03(\x0b\x32\x13.tilecast.v1.Tensor\x12)\n\x06timing\x18\x04 \x01(\x0b\x32\x19.tilecast.v1.ServerTiming\"`\n\x0cStreamHeader\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x30\n\nparameters\x18\x03 \x01(\x0b\x32\x1c.tilecast.v1.ImageParameters\"L\n\x04Tile\x12\n\n\x02id\x18\x01 \x01(\x04\x12#\n\x06tensor\x18\x02 \x01(\x0b\x32\x13.tilecast.v1.Tensor\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x03 \x01(\r\"n\n\x14StreamPredictRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.tilecast.v1.StreamHeaderH\x00\x12!\n\x04tile\x18\x02 \x01(\x0b\x32\x11.tilecast.v1.TileH\x00\x42\x06\n\x04item\"\x88\x01\n\nTileResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12$\n\x07outputs\x18\x02 \x03(\x0b\x32\x13.tilecast.v1.Tensor\x12)\n\x06timing\x18\x03 \x01(\x0b\x32\x19.tilecast.v1.ServerTiming\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\"Q\n\x15StreamPredictResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.tilecast.v1.TileResult\x12\x0f\n\x07version\x18\x02 \x01(\x03*q\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11MODEL_STATE_READY\x10\x01\x12\x17\n\x13MODEL_STATE_LOADING\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x32\xc5\x02\n\tInference\x12M\n\nListModels\x12\x1e.tilecast.v1.ListModelsRequest\x1a\x1f.tilecast.v1.ListModelsResponse\x12G\n\x08GetModel\x12\x1c.tilecast.v1.GetModelRequest\x1a\x1d.tilecast.v1.GetModelResponse\x12\x44\n\x07Predict\x12\x1b.tilecast.v1.PredictRequest\x1a\x1c.tilecast.v1.PredictResponse\x12Z\n\rStreamPredict\x12!.tilecast.v1.StreamPredictRequest\x1a\".tilecast.v1.StreamPredictResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tilecast.proto.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATE']._serialized_start=1363
-  _globals['_MODELSTATE']._serialized_end=1476
+  _globals['_MODELSTATE']._serialized_start=1416
+  _globals['_MODELSTATE']._serialized_end=1529
   _globals['_TENSOR']._serialized_start=84
   _globals['_TENSOR']._serialized_end=156
   _globals['_IMAGEPARAMETERS']._serialized_start=158
@@ -57,13 +57,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMHEADER']._serialized_start=906
   _globals['_STREAMHEADER']._serialized_end=1002
   _globals['_TILE']._serialized_start=1004
-  _globals['_TILE']._serialized_end=1059
-  _globals['_STREAMPREDICTREQUEST']._serialized_start=1061
-  _globals['_STREAMPREDICTREQUEST']._serialized_end=1171
-  _globals['_TILERESULT']._serialized_start=1173
-  _globals['_TILERESULT']._serialized_end=1278
-  _globals['_STREAMPREDICTRESPONSE']._serialized_start=1280
-  _globals['_STREAMPREDICTRESPONSE']._serialized_end=1361
-  _globals['_INFERENCE']._serialized_start=1479
-  _globals['_INFERENCE']._serialized_end=1804
+  _globals['_TILE']._serialized_end=1080
+  _globals['_STREAMPREDICTREQUEST']._serialized_start=1082
+  _globals['_STREAMPREDICTREQUEST']._serialized_end=1192
+  _globals['_TILERESULT']._serialized_start=1195
+  _globals['_TILERESULT']._serialized_end=1331
+  _globals['_STREAMPREDICTRESPONSE']._serialized_start=1333
+  _globals['_STREAMPREDICTRESPONSE']._serialized_end=1414
+  _globals['_INFERENCE']._serialized_start=1532
+  _globals['_INFERENCE']._serialized_end=1857
 # @@protoc_insertion_point(module_scope)

@@ -120,12 +120,14 @@ class StreamHeader(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., parameters: _Optional[_Union[ImageParameters, _Mapping]] = ...) -> None: ...
 
 class Tile(_message.Message):
-    __slots__ = ("id", "tensor")
+    __slots__ = ("id", "tensor", "deadline_ms")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     id: int
     tensor: Tensor
-    def __init__(self, id: _Optional[int] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    deadline_ms: int
+    def __init__(self, id: _Optional[int] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class StreamPredictRequest(_message.Message):
     __slots__ = ("header", "tile")
@@ -136,14 +138,18 @@ class StreamPredictRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[StreamHeader, _Mapping]] = ..., tile: _Optional[_Union[Tile, _Mapping]] = ...) -> None: ...
 
 class TileResult(_message.Message):
-    __slots__ = ("id", "outputs", "timing")
+    __slots__ = ("id", "outputs", "timing", "code", "message")
     ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     id: int
     outputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     timing: ServerTiming
-    def __init__(self, id: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timing: _Optional[_Union[ServerTiming, _Mapping]] = ...) -> None: ...
+    code: int
+    message: str
+    def __init__(self, id: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timing: _Optional[_Union[ServerTiming, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class StreamPredictResponse(_message.Message):
     __slots__ = ("result", "version")

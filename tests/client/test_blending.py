@@ -48,7 +48,7 @@ def test_streaming_stitcher_equals_whole_canvas_accumulation(grid: BlendGrid, ki
     w = np.outer(*(2 * [window_1d(grid.extent, grid.overlap, kind)]))[:, :, None]
     values = np.zeros((grid.rows * grid.tile_size + grid.overlap, grid.cols * grid.tile_size + grid.overlap,
                        channels))
-    weights = np.zeros(values.shape[:2] + (1,))
+    weights = np.zeros((*values.shape[:2], 1))
     for index, output in enumerate(outputs):
         s = grid.source(index)
         values[s.y0:s.y1, s.x0:s.x1] += output * w

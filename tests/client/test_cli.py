@@ -23,6 +23,12 @@ def test_convert_and_models(tmp_path: Path, server: ServerThread) -> None:
                                  "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert tifffile.imread(tmp_path / "out" / "a.tif").shape == (100, 130, 3)
+    pyramid = runner.invoke(app, ["convert", str(tmp_path / "a.tif"), "-m", RGB_MODEL, "-s", address, "--format",
+                                  "ome-tiff", "--stitch", "blend", "--blend-window", "linear", "--overlap", "16",
+                                  "--tile-deadline-ms", "60000", "-o", str(tmp_path / "out")])
+    assert pyramid.exit_code == 0, pyramid.output
+    with tifffile.TiffFile(tmp_path / "out" / "a.ome.tif") as tif:
+        assert tif.is_ome and tif.series[0].shape == (100, 130, 3)
     listing = runner.invoke(app, ["models", "-s", address])
     assert listing.exit_code == 0 and RGB_MODEL in listing.output and "ready" in listing.output
 
@@ -36,6 +42,11 @@ def test_user_mistakes_are_one_clear_line(tmp_path: Path, server: ServerThread) 
         (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "-o", str(tmp_path / "o.tif")],
          "has 1 channel(s); model rgb-generator takes 3"),
         (["convert", str(gray), "-m", "nope", "-s", address], "model 'nope' not found"),
+        (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--mpp", "0.5"], "does not record its pixel size"),
+        (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--blend-window", "cosine"],
+         "--blend-window 'cosine': use one of gaussian, linear"),
+        (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--stitch", "blend", "--overlap", "7",
+          "--channels", "0,0,0"], "blend overlap 7 must be a multiple"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)

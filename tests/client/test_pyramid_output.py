@@ -24,7 +24,9 @@ TESTDATA = Path(__file__).parents[3] / "shared" / "testdata"
 def _halve(image: np.ndarray) -> np.ndarray:
     """Reference 2 x 2 mean with an odd edge averaged with itself."""
     padded = np.pad(image.astype(float), ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), mode="edge")
-    return np.rint((padded[0::2, 0::2] + padded[1::2, 0::2] + padded[0::2, 1::2] + padded[1::2, 1::2]) / 4)
+    total = padded[0::2, 0::2] + padded[1::2, 0::2] + padded[0::2, 1::2] + padded[1::2, 1::2]
+    halved: np.ndarray = np.rint(total / 4)
+    return halved
 
 
 def _convert(tmp_path: Path, channels: int, dtype: str, source: Path, target: Path, **options: object) -> None:

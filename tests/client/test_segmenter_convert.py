@@ -14,9 +14,9 @@ import torch
 from tests.conftest import local_settings
 from tests.export.nets import TinyClassifier, TinySegmenter
 from tilecast.client import Client, ConvertOptions, convert_image
-from tilecast.proto.errors import InvalidArgument
 from tilecast.export.onnx_export import ExportConfig, export_model
 from tilecast.export.sources import LoadedModel
+from tilecast.proto.errors import InvalidArgument
 from tilecast.server.app import ServerThread
 
 

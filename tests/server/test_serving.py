@@ -113,6 +113,48 @@ def test_deadline_passed_in_queue_is_not_computed(model_repository: Path) -> Non
         assert stats.stats.tiles == len(flood), "the late tile was computed although nobody waited for it"
 
 
+def test_tile_deadline_answers_that_tile_and_the_stream_goes_on(model_repository: Path, tmp_path: Path) -> None:
+    import tifffile
+
+    from tilecast.client import ConvertOptions, convert_image
+    from tilecast.client.live import LiveStream
+
+    with ServerThread(local_settings(model_repository, max_batch_size=1)) as server, \
+            Client(f"127.0.0.1:{server.port}") as client:
+        batcher = server.server.models.resolve(RGB_MODEL).batcher
+        assert batcher is not None
+        flood = tiles(12, seed=5, shape=(512, 512, 3))
+        backlog = threading.Thread(target=lambda: list(client.stream(RGB_MODEL, flood.items(), window=12)))
+        backlog.start()
+        time.sleep(0.3)  # the engine is busy for a while
+        with LiveStream(client, RGB_MODEL, window=4) as live:
+            live.send(0, tiles(1, seed=6)[0], deadline_ms=1)
+            missed = live.receive(timeout=60)
+            assert missed is not None and missed.id == 0 and not missed.outputs
+            assert isinstance(missed.error, DeadlineExceeded) and "deadline passed" in str(missed.error)
+            live.send(1, tiles(1, seed=6)[0])  # no budget: waits its turn and is computed
+            answered = live.receive(timeout=60)
+            assert answered is not None and answered.id == 1 and answered.error is None
+            np.testing.assert_array_equal(answered.outputs[0], in_process(model_repository, tiles(1, seed=6)[0][None])[0])
+        backlog.join(timeout=120)
+        assert batcher.stats.expired >= 1
+
+        # convert resends tiles that miss their budget, in the same stream, and the result is complete.
+        image = np.random.default_rng(7).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+        tifffile.imwrite(tmp_path / "in.tif", image, photometric="rgb")
+        options = ConvertOptions(tile_size=64, window=4)
+        convert_image(client, RGB_MODEL, tmp_path / "in.tif", tmp_path / "plain.tif", options)
+        expired = batcher.stats.expired
+        backlog = threading.Thread(target=lambda: list(client.stream(RGB_MODEL, flood.items(), window=12)))
+        backlog.start()
+        time.sleep(0.3)
+        hurried = ConvertOptions(tile_size=64, window=4, tile_deadline_ms=50)
+        convert_image(client, RGB_MODEL, tmp_path / "in.tif", tmp_path / "hurried.tif", hurried)
+        backlog.join(timeout=120)
+        assert batcher.stats.expired > expired, "no tile missed its budget behind the backlog"
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "hurried.tif"), tifffile.imread(tmp_path / "plain.tif"))
+
+
 def test_cancelled_stream_frees_its_queued_work(server: ServerThread) -> None:
     batcher = server.server.models.resolve(RGB_MODEL).batcher
     assert batcher is not None
