@@ -41,10 +41,11 @@ def plain_copy(source: Path, target: Path, compression: str) -> float:
     return time.perf_counter() - started
 
 
-def client_run(source: Path, target: Path, address: str, compression: str) -> dict[str, Any]:
+def client_run(source: Path, target: Path, address: str, compression: str, stitch: str) -> dict[str, Any]:
     """`tilecast convert` as a child process: its own timing and its peak RSS."""
     command = [sys.executable, "-m", "tilecast", "convert", str(source), "-m", "identity", "-s", address,
-               "-o", str(target), "--compression", compression, "--json", "--overwrite"]
+               "-o", str(target), "--compression", compression, "--json", "--overwrite", "--stitch", stitch,
+               "--overlap", "128"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     stdout = process.stdout.read() if process.stdout else b""
     _, status, usage = os.wait4(process.pid, 0)
@@ -58,6 +59,7 @@ def client_run(source: Path, target: Path, address: str, compression: str) -> di
 def bench_convert(
     sizes: Annotated[str, typer.Option(help="Image edges to measure, comma-separated.")] = "8192",
     compression: Annotated[str, typer.Option(help="Compression of input and output.")] = "zlib",
+    stitch: Annotated[str, typer.Option(help="crop, or blend (with a 128 px overlap).")] = "crop",
     workdir: Annotated[Path | None, typer.Option(help="Where to build the inputs (several GB for 32k).")] = None,
 ) -> None:
     """No-op pipeline throughput vs a tifffile copy, and client peak memory, per image size."""
@@ -85,12 +87,12 @@ def bench_convert(
                 copy_s = plain_copy(source, root / f"copy-{edge}.tif", compression)
                 (root / f"copy-{edge}.tif").unlink()
                 out.print("converting it through the server...")
-                run = client_run(source, root / f"out-{edge}.tif", f"127.0.0.1:{port}", compression)
+                run = client_run(source, root / f"out-{edge}.tif", f"127.0.0.1:{port}", compression, stitch)
                 (root / f"out-{edge}.tif").unlink()
                 source.unlink()
                 rows.append({"edge": edge, "copy_s": copy_s, **run, "ratio": copy_s / run["seconds"]})
     table = Table("image", "tifffile copy s", "pipeline s", "copy / pipeline", "client peak RSS MB",
-                  title=f"no-op model, tiled {compression} RGB BigTIFF, {TILE}px tiles")
+                  title=f"no-op model, tiled {compression} RGB BigTIFF, {TILE}px tiles, {stitch} stitching")
     for r in rows:
         table.add_row(f"{r['edge']}x{r['edge']}", f"{r['copy_s']:.1f}", f"{r['seconds']:.1f}", f"{r['ratio']:.2f}",
                       f"{r['peak_rss_mb']:.0f}")

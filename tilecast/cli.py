@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from tilecast import __version__, bench, bench_convert, demo
+from tilecast import __version__, bench, bench_convert, bench_monai, demo
 from tilecast.client import cli as client_cli
 from tilecast.console import out
 from tilecast.export import cli as export_cli
@@ -25,6 +25,7 @@ app.command("models")(client_cli.models)
 app.command("demo")(demo.demo)
 app.command("bench")(bench.bench)
 app.command("bench-convert")(bench_convert.bench_convert)
+app.command("bench-monai")(bench_monai.bench_monai)
 app.add_typer(training_cli.app, name="train")
 app.add_typer(export_cli.app, name="export")
 

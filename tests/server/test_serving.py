@@ -135,7 +135,8 @@ def test_tile_deadline_answers_that_tile_and_the_stream_goes_on(model_repository
             live.send(1, tiles(1, seed=6)[0])  # no budget: waits its turn and is computed
             answered = live.receive(timeout=60)
             assert answered is not None and answered.id == 1 and answered.error is None
-            np.testing.assert_array_equal(answered.outputs[0], in_process(model_repository, tiles(1, seed=6)[0][None])[0])
+            expected = in_process(model_repository, tiles(1, seed=6)[0][None])[0]
+            np.testing.assert_array_equal(answered.outputs[0], expected)
         backlog.join(timeout=120)
         assert batcher.stats.expired >= 1
 
@@ -152,7 +153,8 @@ def test_tile_deadline_answers_that_tile_and_the_stream_goes_on(model_repository
         convert_image(client, RGB_MODEL, tmp_path / "in.tif", tmp_path / "hurried.tif", hurried)
         backlog.join(timeout=120)
         assert batcher.stats.expired > expired, "no tile missed its budget behind the backlog"
-        np.testing.assert_array_equal(tifffile.imread(tmp_path / "hurried.tif"), tifffile.imread(tmp_path / "plain.tif"))
+        hurried_output = tifffile.imread(tmp_path / "hurried.tif")
+        np.testing.assert_array_equal(hurried_output, tifffile.imread(tmp_path / "plain.tif"))
 
 
 def test_cancelled_stream_frees_its_queued_work(server: ServerThread) -> None:
