@@ -138,7 +138,8 @@ class BlendStitcher:
             raise ValueError(f"tile {index}: output is {output.shape[:2]}, expected {grid.extent}x{grid.extent}")
         self._next += 1
         row, col = divmod(index, grid.cols)
-        acc = output.astype(np.float32) * self._weights
+        acc = output.astype(np.float32)
+        acc *= self._weights  # in place: this runs once per tile on the client's main thread
         x0 = col * s
         if o:
             if row:  # the tile row above reached into this tile's top strip
@@ -151,8 +152,10 @@ class BlendStitcher:
             self._right = acc[:, s:].copy()
         block = grid.block(index)
         h, w = block.height, block.width
-        total = self._sum_y[block.y0:block.y1, None] * self._sum_x[None, block.x0:block.x1]
-        return acc[:h, :w] / total[:, :, None]
+        block_values = acc[:h, :w]
+        block_values /= self._sum_y[block.y0:block.y1, None, None]
+        block_values /= self._sum_x[None, block.x0:block.x1, None]
+        return block_values
 
 
 def argmax_labels(probabilities: Array, dtype: np.dtype[Any]) -> Array:

@@ -52,6 +52,18 @@ def metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+BACKLOG = 12
+
+
+def queue_backlog(client: Client, seed: int) -> threading.Thread:
+    """Keep a server with max_batch_size=1 busy for seconds: large tiles queued one behind another."""
+    flood = tiles(BACKLOG, seed=seed, shape=(512, 512, 3))
+    backlog = threading.Thread(target=lambda: list(client.stream(RGB_MODEL, flood.items(), window=BACKLOG)))
+    backlog.start()
+    time.sleep(0.3)  # let the backlog queue up
+    return backlog
+
+
 def test_concurrent_streams_each_get_their_own_results(
     server: ServerThread, model_repository: Path
 ) -> None:
@@ -102,15 +114,12 @@ def test_deadline_passed_in_queue_is_not_computed(model_repository: Path) -> Non
             Client(f"127.0.0.1:{server.port}") as client:
         stats = server.server.models.resolve(RGB_MODEL).batcher
         assert stats is not None
-        flood = tiles(12, seed=3, shape=(512, 512, 3))
-        backlog = threading.Thread(target=lambda: list(client.stream(RGB_MODEL, flood.items(), window=12)))
-        backlog.start()
-        time.sleep(0.3)  # let the backlog queue up
+        backlog = queue_backlog(client, seed=3)
         hurried = Client(f"127.0.0.1:{server.port}", timeout=0.05)
         with pytest.raises(DeadlineExceeded):
             hurried.predict(RGB_MODEL, tiles(1, seed=4)[0][None])
         backlog.join(timeout=120)
-        assert stats.stats.tiles == len(flood), "the late tile was computed although nobody waited for it"
+        assert stats.stats.tiles == BACKLOG, "the late tile was computed although nobody waited for it"
 
 
 def test_tile_deadline_answers_that_tile_and_the_stream_goes_on(model_repository: Path, tmp_path: Path) -> None:
@@ -123,10 +132,7 @@ def test_tile_deadline_answers_that_tile_and_the_stream_goes_on(model_repository
             Client(f"127.0.0.1:{server.port}") as client:
         batcher = server.server.models.resolve(RGB_MODEL).batcher
         assert batcher is not None
-        flood = tiles(12, seed=5, shape=(512, 512, 3))
-        backlog = threading.Thread(target=lambda: list(client.stream(RGB_MODEL, flood.items(), window=12)))
-        backlog.start()
-        time.sleep(0.3)  # the engine is busy for a while
+        backlog = queue_backlog(client, seed=5)
         with LiveStream(client, RGB_MODEL, window=4) as live:
             live.send(0, tiles(1, seed=6)[0], deadline_ms=1)
             missed = live.receive(timeout=60)
@@ -146,9 +152,7 @@ def test_tile_deadline_answers_that_tile_and_the_stream_goes_on(model_repository
         options = ConvertOptions(tile_size=64, window=4)
         convert_image(client, RGB_MODEL, tmp_path / "in.tif", tmp_path / "plain.tif", options)
         expired = batcher.stats.expired
-        backlog = threading.Thread(target=lambda: list(client.stream(RGB_MODEL, flood.items(), window=12)))
-        backlog.start()
-        time.sleep(0.3)
+        backlog = queue_backlog(client, seed=8)
         hurried = ConvertOptions(tile_size=64, window=4, tile_deadline_ms=50)
         convert_image(client, RGB_MODEL, tmp_path / "in.tif", tmp_path / "hurried.tif", hurried)
         backlog.join(timeout=120)
