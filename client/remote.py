@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tilecast.proto import tensors
-from tilecast.proto.errors import TilecastError, error_for_status
+from tilecast.proto.errors import InvalidArgument, TilecastError, error_for_status
 from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc, manifest_pb2
 
 Array = npt.NDArray[Any]
@@ -133,6 +133,9 @@ class Client:
         so memory is bounded by the window whatever the number of tiles. With `tile_deadline_ms`, a
         tile the server has not started within that budget comes back with `error` set (DeadlineExceeded).
         """
+        if tile_deadline_ms < 0:
+            raise InvalidArgument(f"a per-tile deadline must be 0 (none) or a positive number of ms, "
+                                  f"not {tile_deadline_ms}")
         slots = threading.Semaphore(window)
         finished = threading.Event()
         source_errors: list[BaseException] = []

@@ -43,6 +43,8 @@ def test_user_mistakes_are_one_clear_line(tmp_path: Path, server: ServerThread) 
          "has 1 channel(s); model rgb-generator takes 3"),
         (["convert", str(gray), "-m", "nope", "-s", address], "model 'nope' not found"),
         (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--mpp", "0.5"], "does not record its pixel size"),
+        (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--tile-deadline-ms", "-5", "--channels", "0,0,0"],
+         "a per-tile deadline must be 0 (none) or a positive number of ms, not -5"),
         (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--blend-window", "cosine"],
          "--blend-window 'cosine': use one of gaussian, linear"),
         (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--stitch", "blend", "--overlap", "7",
