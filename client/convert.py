@@ -139,9 +139,9 @@ def use_blend(manifest: manifest_pb2.ModelManifest, options: ConvertOptions) -> 
     return t.has_global_ops or t.receptive_radius > halo
 
 
-def blend_plan(manifest: manifest_pb2.ModelManifest, height: int, width: int, options: ConvertOptions) -> BlendGrid:
-    """The overlapping tile grid for blend stitching, checked against what the model accepts."""
-    crop = plan_for(manifest, height, width, options)  # checks tile size and halo
+def blend_plan(manifest: manifest_pb2.ModelManifest, crop: Grid, options: ConvertOptions) -> BlendGrid:
+    """The overlapping tile grid for blend stitching (same tile size and default halo as the checked crop
+    grid), checked against what the model accepts."""
     t = manifest.tiling
     overlap = 2 * crop.halo if options.overlap is None else options.overlap
     if options.blend_window not in WINDOWS:
@@ -152,7 +152,7 @@ def blend_plan(manifest: manifest_pb2.ModelManifest, height: int, width: int, op
     if not t.min_size <= crop.tile_size + overlap <= t.max_size:
         raise InvalidArgument(f"tile size {crop.tile_size} + overlap {overlap} is outside the model's "
                               f"input range {t.min_size}..{t.max_size}")
-    return BlendGrid(height, width, crop.tile_size, overlap)
+    return BlendGrid(crop.height, crop.width, crop.tile_size, overlap)
 
 
 def cropped_blocks(grid: Grid, tiles: Iterator[tuple[int, list[Array]]]) -> Iterator[list[Array]]:
@@ -213,7 +213,7 @@ def convert_image(
         height, width, _ = image.shape
         blend = use_blend(manifest, options)
         crop_grid = plan_for(manifest, height, width, options)
-        blend_grid = blend_plan(manifest, height, width, options) if blend else None
+        blend_grid = blend_plan(manifest, crop_grid, options) if blend else None
         count = len(blend_grid) if blend_grid else len(crop_grid)
 
         def source(index: int) -> Box:

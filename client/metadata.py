@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tilecast.client.reader import TIFF_SUFFIXES, ImageReadError, open_image
+from tilecast.client.reader import ImageReadError, is_tiff_path, open_image
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,9 @@ def _level_metadata(tif: Any, level: int) -> PixelMetadata:
     return found.scaled(factor_y, factor_x)
 
 
-def _is_tiff(path: Path) -> bool:
-    return any(path.name.lower().endswith(s) for s in TIFF_SUFFIXES)
-
-
 def read_metadata(path: Path, level: int = 0) -> PixelMetadata:
     """Pixel size of `level` and channel names of a TIFF-based image; empty for other files."""
-    if not _is_tiff(path):
+    if not is_tiff_path(path):
         return PixelMetadata()
     import tifffile
 
@@ -109,7 +105,7 @@ def level_for_resolution(path: Path, microns_per_pixel: float) -> int:
         raise ImageReadError(f"a target resolution must be positive, not {microns_per_pixel} µm/px")
     open_image(path).close()  # missing or unreadable files fail here, with their own message
     sizes: list[float] = []
-    if _is_tiff(path):
+    if is_tiff_path(path):
         import tifffile
 
         with tifffile.TiffFile(path) as tif:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from tilecast.client.metadata import PixelMetadata
 from tilecast.client.reader import TiffSource
-from tilecast.client.tiling import Box
+from tilecast.client.tiling import Box, tile_boxes
 from tilecast.client.writer import atomic_output, is_rgb, write_tiled_tiff
 
 Array = npt.NDArray[Any]
@@ -56,10 +56,9 @@ def downsample(region: Array, labels: bool) -> Array:
 
 def _halved_tiles(previous: TiffSource, shape: tuple[int, int], tile_size: int, labels: bool) -> Iterator[Array]:
     height, width = previous.shape[:2]
-    for y in range(0, shape[0], tile_size):
-        for x in range(0, shape[1], tile_size):
-            box = Box(2 * y, min(2 * (y + tile_size), height), 2 * x, min(2 * (x + tile_size), width))
-            yield downsample(previous.read(box), labels)
+    for box in tile_boxes(*shape, tile_size):
+        region = Box(2 * box.y0, min(2 * box.y1, height), 2 * box.x0, min(2 * box.x1, width))
+        yield downsample(previous.read(region), labels)
 
 
 def _raw_tiles(path: Path) -> Iterator[bytes]:
@@ -80,9 +79,8 @@ def _plane_tiles(path: Path, tile_size: int) -> Iterator[Array]:
     try:
         height, width, channels = source.shape
         for channel in range(channels):
-            for y in range(0, height, tile_size):
-                for x in range(0, width, tile_size):
-                    yield source.read(Box(y, min(y + tile_size, height), x, min(x + tile_size, width)))[:, :, channel]
+            for box in tile_boxes(height, width, tile_size):
+                yield source.read(box)[:, :, channel]
     finally:
         source.close()
 

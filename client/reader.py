@@ -129,6 +129,11 @@ class PillowSource:
         pass
 
 
+def is_tiff_path(path: Path) -> bool:
+    """Whether the name says TIFF-based (TIFF, BigTIFF, OME-TIFF, SVS and kin)."""
+    return any(path.name.lower().endswith(s) for s in TIFF_SUFFIXES)
+
+
 def open_image(path: Path, level: int = 0) -> ImageSource:
     """Open an image for lazy regional reads; raises ImageReadError with the reason when it can't."""
     if not path.is_file():
@@ -136,7 +141,7 @@ def open_image(path: Path, level: int = 0) -> ImageSource:
     name = path.name.lower()
     if any(name.endswith(s) for s in PILLOW_SUFFIXES):
         return PillowSource(path)
-    if any(name.endswith(s) for s in TIFF_SUFFIXES):
+    if is_tiff_path(path):
         return TiffSource(path, level)
     raise ImageReadError(
         f"{path}: unsupported file type; use TIFF/BigTIFF/OME-TIFF/SVS, PNG or JPEG"

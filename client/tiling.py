@@ -116,6 +116,13 @@ class Grid:
                 yield self.tile(row, col)
 
 
+def tile_boxes(height: int, width: int, size: int) -> Iterator[Box]:
+    """The row-major grid of size x size boxes over an image, edge boxes clipped (a tiled TIFF's layout)."""
+    for y in range(0, height, size):
+        for x in range(0, width, size):
+            yield Box(y, min(y + size, height), x, min(x + size, width))
+
+
 def reflect_indices(start: int, stop: int, size: int) -> npt.NDArray[np.intp]:
     """Source indices for positions start..stop-1 of an axis of `size`, reflected at both ends
     without repeating the edge pixel (NumPy's 'reflect' mode, any distance)."""

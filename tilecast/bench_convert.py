@@ -8,8 +8,6 @@ so its peak resident memory can be read (Linux `wait4`).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from tilecast.console import out, user_errors
-from tilecast.local import child_process, free_port, serve_command
+from tilecast.local import child_process, free_port, serve_command, timed_child
 
 TILE = 512
 
@@ -27,14 +25,13 @@ TILE = 512
 def plain_copy(source: Path, target: Path, compression: str) -> float:
     """Seconds to read every tile with tifffile and write them again: the floor for any pipeline."""
     from tilecast.client.reader import open_image
-    from tilecast.client.tiling import Box
+    from tilecast.client.tiling import tile_boxes
     from tilecast.client.writer import write_tiled_tiff
 
     started = time.perf_counter()
     image = open_image(source)
     height, width, channels = image.shape
-    tiles = (image.read(Box(y, min(y + TILE, height), x, min(x + TILE, width)))
-             for y in range(0, height, TILE) for x in range(0, width, TILE))
+    tiles = (image.read(box) for box in tile_boxes(height, width, TILE))
     write_tiled_tiff(target, tiles, shape=(height, width, channels), dtype=image.dtype, tile_size=TILE,
                      compression=compression)
     image.close()
@@ -46,13 +43,9 @@ def client_run(source: Path, target: Path, address: str, compression: str, stitc
     command = [sys.executable, "-m", "tilecast", "convert", str(source), "-m", "identity", "-s", address,
                "-o", str(target), "--compression", compression, "--json", "--overwrite", "--stitch", stitch,
                "--overlap", "128"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    stdout = process.stdout.read() if process.stdout else b""
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"tilecast convert failed: {stdout.decode()[-500:]}")
+    _, peak_mb, stdout = timed_child(command)
     outcome = json.loads(stdout)[0]
-    return {"seconds": outcome["seconds"], "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {"seconds": outcome["seconds"], "peak_rss_mb": peak_mb}
 
 
 @user_errors

@@ -12,34 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from tilecast.console import out, user_errors
-from tilecast.local import child_process, free_port, serve_command
+from tilecast.local import child_process, free_port, serve_command, timed_child
 
 WORKER = Path(__file__).resolve().parents[1] / "scripts" / "monai_sliding_window.py"
-
-
-def timed_child(command: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB, stdout) of a command run to completion."""
-    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
-        _, status, usage = os.wait4(process.pid, 0)  # reaps it, with its resource usage
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        stdout.seek(0)
-        stderr.seek(0)
-        if process.returncode != 0:
-            raise RuntimeError(f"{' '.join(command[:4])} failed: {stderr.read().decode()[-800:]}")
-        return seconds, usage.ru_maxrss / 1024, stdout.read().decode()
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -1,12 +1,16 @@
-"""Local child processes for the demo, the benchmark and tests: a free port, a server, clean stops."""
+"""Local child processes for the demo, the benchmarks and tests: a free port, a server, clean stops,
+a command's wall time and peak memory."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,3 +42,18 @@ def child_process(command: list[str], *, quiet: bool = True) -> Iterator[subproc
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def timed_child(command: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB, stdout) of a command run to completion."""
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)  # reaps it, with its resource usage
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        if process.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[:4])} failed: {stderr.read().decode()[-800:]}")
+        return seconds, usage.ru_maxrss / 1024, stdout.read().decode()
