@@ -24,8 +24,17 @@ from typing import Any
 
 import grpc
 
-from tilecast.client.remote import DEFAULT_MESSAGE_BYTES, Array, Client, TileReply, reply_from, translate
-from tilecast.proto import tensors
+from tilecast.client.remote import (
+    DEFAULT_MESSAGE_BYTES,
+    STREAM_PREDICT,
+    Array,
+    Client,
+    StreamItem,
+    TileReply,
+    reply_from,
+    translate,
+)
+from tilecast.proto import wire
 from tilecast.proto.errors import Unavailable
 from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc, manifest_pb2
 
@@ -48,7 +57,7 @@ class LiveStream:
         self._sent_at: dict[int, float] = {}
         header = inference_pb2.StreamHeader(model=model, version=version, parameters=parameters)
 
-        def requests() -> Iterator[inference_pb2.StreamPredictRequest]:
+        def requests() -> Iterator[StreamItem]:
             yield inference_pb2.StreamPredictRequest(header=header)
             while (item := self._outgoing.get()) is not _END:
                 yield item
@@ -72,8 +81,7 @@ class LiveStream:
         if not self._slots.acquire(timeout=timeout):
             raise TimeoutError(f"{timeout} s passed with the window full; receive results first")
         self._sent_at[tile_id] = time.perf_counter()
-        self._outgoing.put(inference_pb2.StreamPredictRequest(
-            tile=inference_pb2.Tile(id=tile_id, tensor=tensors.encode(tile), deadline_ms=deadline_ms)))
+        self._outgoing.put(wire.stream_tile(tile_id, tile, deadline_ms))
 
     def receive(self, timeout: float | None = None) -> LiveReply | None:
         """The next finished tile, or None once the stream has ended."""
@@ -116,6 +124,9 @@ class AsyncClient:
             ("grpc.lb_policy_name", "round_robin"),
         ])
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._stream_predict = self._channel.stream_stream(
+            STREAM_PREDICT, request_serializer=wire.serialize,
+            response_deserializer=inference_pb2.StreamPredictResponse.FromString)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -138,12 +149,12 @@ class AsyncClient:
         return manifest
 
     def live(self, model: str, *, version: int = 0, window: int = 32) -> AsyncLiveStream:
-        return AsyncLiveStream(self._stub, model, version, window)
+        return AsyncLiveStream(self._stream_predict(), model, version, window)
 
 
 class AsyncLiveStream:
-    def __init__(self, stub: Any, model: str, version: int, window: int) -> None:
-        self._call = stub.StreamPredict()
+    def __init__(self, call: Any, model: str, version: int, window: int) -> None:
+        self._call = call
         self._header = inference_pb2.StreamHeader(model=model, version=version)
         self._slots = asyncio.Semaphore(window)
         self._sent_at: dict[int, float] = {}
@@ -164,8 +175,7 @@ class AsyncLiveStream:
         await self._slots.acquire()
         self._sent_at[tile_id] = time.perf_counter()
         try:
-            await self._call.write(inference_pb2.StreamPredictRequest(
-                tile=inference_pb2.Tile(id=tile_id, tensor=tensors.encode(tile), deadline_ms=deadline_ms)))
+            await self._call.write(wire.stream_tile(tile_id, tile, deadline_ms))
         except grpc.RpcError as exc:
             raise translate(exc) from exc
 

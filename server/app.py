@@ -15,7 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc
+from tilecast.proto import wire
+from tilecast.proto.v1 import inference_pb2
 from tilecast.server.metrics import Metrics
 from tilecast.server.models import ModelManager
 from tilecast.server.servicer import InferenceServicer
@@ -26,6 +27,21 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
 HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Register the Inference methods as the generated code would, but with a serializer that also
+    passes through responses the servicer has already encoded (`tilecast.proto.wire`)."""
+    handlers = {}
+    for method in inference_pb2.DESCRIPTOR.services_by_name["Inference"].methods:
+        make = {(False, False): grpc.unary_unary_rpc_method_handler,
+                (True, True): grpc.stream_stream_rpc_method_handler}[
+            (method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(getattr(servicer, method.name),
+                                     request_deserializer=getattr(inference_pb2, method.input_type.name).FromString,
+                                     response_serializer=wire.serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class TilecastServer:
@@ -54,8 +70,7 @@ class TilecastServer:
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ])
-        inference_pb2_grpc.add_InferenceServicer_to_server(  # type: ignore[no-untyped-call]
-            InferenceServicer(self.models, self.metrics, self.settings), server)
+        add_inference_service(InferenceServicer(self.models, self.metrics, self.settings), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection([SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME], server)
         address = f"{self.settings.host}:{self.settings.port}"

@@ -1,7 +1,10 @@
-"""Dynamic batching: one queue per model version, one future per tile, flushed whenever an engine is free.
+"""Dynamic batching: one queue per model version, flushed whenever an engine is free.
 
 The batcher never sees protobuf: requests are dicts of per-sample NumPy arrays. Tiles whose arrays
 have the same shapes and dtypes are stacked into one engine call of up to `max_batch_size`.
+A tile's outcome goes to the callback it was queued with, on the event loop, in the very loop turn
+that the engine thread wakes (no future and no extra turn on the path of every tile); `submit`
+wraps that in an awaitable for callers that want one.
 
 Each engine instance has its own thread that takes batches from the shared queue, so the event loop
 never blocks on an engine and hands a result back in one loop turn. When every instance is idle a
@@ -55,16 +58,33 @@ class BatchObserver(Protocol):
     def batch_failed(self, size: int) -> None: ...
 
 
+Deliver = Callable[[TileOutputs | TilecastError], object]
+
+
 @dataclass(eq=False)
-class _Request:
+class Ticket:
+    """One queued tile. `cancel()` drops it: it leaves the queue, or its result is discarded."""
+
     sample: Feeds
-    future: asyncio.Future[TileOutputs]
+    deliver: Deliver
     deadline: float | None  # time.monotonic() after which the result is of no use
+    batcher: DynamicBatcher
     queued_at: float = field(default_factory=time.monotonic)
     key: BatchKey = field(init=False)
+    settled: bool = False  # delivered or cancelled; set on the event loop only
 
     def __post_init__(self) -> None:
         self.key = _batch_key(self.sample)
+
+    def cancel(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.batcher.forget(self)
+
+    def settle(self, outcome: TileOutputs | TilecastError) -> None:
+        if not self.settled:
+            self.settled = True
+            self.deliver(outcome)
 
 
 @dataclass
@@ -96,7 +116,7 @@ class DynamicBatcher:
         self._delay = max_queue_delay_s
         self._name = name
         self._observer = observer
-        self._pending: collections.deque[_Request] = collections.deque()
+        self._pending: collections.deque[Ticket] = collections.deque()
         self._cond = threading.Condition()  # guards _pending, _busy, _stopping
         self._busy = 0
         self._stopping = False
@@ -119,8 +139,8 @@ class DynamicBatcher:
     def queued(self) -> int:
         return len(self._pending)
 
-    def enqueue(self, sample: Feeds, deadline: float | None = None) -> asyncio.Future[TileOutputs]:
-        """Queue one tile's arrays; the future resolves with its outputs. Call from the event loop."""
+    def enqueue(self, sample: Feeds, deliver: Deliver, deadline: float | None = None) -> Ticket:
+        """Queue one tile's arrays; `deliver` receives its outputs or its error. Call from the event loop."""
         if self._closed or self._loop is None:
             raise Unavailable(f"model {self._name} is being unloaded; retry")
         if len(self._pending) >= self._max_queue:
@@ -128,24 +148,36 @@ class DynamicBatcher:
                 f"model {self._name}: queue is full ({self._max_queue} tiles waiting); "
                 "send fewer tiles at once or retry later"
             )
-        request = _Request(sample, self._loop.create_future(), deadline)
-        request.future.add_done_callback(lambda future: self._forget_if_cancelled(request))
+        ticket = Ticket(sample, deliver, deadline, self)
         with self._cond:
-            self._pending.append(request)
+            self._pending.append(ticket)
             self._idle.clear()
             self._cond.notify()
-        return request.future
+        return ticket
 
     async def submit(self, sample: Feeds, deadline: float | None = None) -> TileOutputs:
-        """Queue one tile's arrays and wait for its outputs."""
-        return await self.enqueue(sample, deadline)
+        """Queue one tile's arrays and wait for its outputs; cancelling the wait drops the tile."""
+        assert self._loop is not None
+        future: asyncio.Future[TileOutputs] = self._loop.create_future()
 
-    def _forget_if_cancelled(self, request: _Request) -> None:
+        def deliver(outcome: TileOutputs | TilecastError) -> None:
+            if not future.done():
+                if isinstance(outcome, TileOutputs):
+                    future.set_result(outcome)
+                else:
+                    future.set_exception(outcome)
+
+        ticket = self.enqueue(sample, deliver, deadline)
+        try:
+            return await future
+        finally:
+            ticket.cancel()  # a no-op once delivered
+
+    def forget(self, ticket: Ticket) -> None:
         """A cancelled tile leaves the queue at once, so it neither runs nor counts against the limit."""
-        if request.future.cancelled():
-            # ValueError: already taken into a batch; the engine thread skips its result.
-            with self._cond, contextlib.suppress(ValueError):
-                self._pending.remove(request)
+        # ValueError: already taken into a batch; its result is discarded when it comes.
+        with self._cond, contextlib.suppress(ValueError):
+            self._pending.remove(ticket)
 
     async def drain(self) -> None:
         """Wait until every queued tile has been computed."""
@@ -167,15 +199,15 @@ class DynamicBatcher:
 
     # -- engine threads --------------------------------------------------------------------
 
-    def _take_batch(self) -> tuple[list[_Request], list[_Request]]:
+    def _take_batch(self) -> tuple[list[Ticket], list[Ticket]]:
         """Pop up to max_batch live requests with the first one's key, and the expired ones."""
-        batch: list[_Request] = []
-        expired: list[_Request] = []
-        kept: collections.deque[_Request] = collections.deque()
+        batch: list[Ticket] = []
+        expired: list[Ticket] = []
+        kept: collections.deque[Ticket] = collections.deque()
         now = time.monotonic()
         while self._pending and len(batch) < self._max_batch:
             request = self._pending.popleft()
-            if request.future.done():  # cancelled by its caller
+            if request.settled:  # cancelled by its caller (read without the loop: at worst it runs once more)
                 continue
             if request.deadline is not None and request.deadline <= now:
                 expired.append(request)
@@ -212,7 +244,7 @@ class DynamicBatcher:
                     if not self._busy and not self._pending:
                         self._post(self._idle.set)
 
-    def _compute(self, run: RunBatch, batch: list[_Request]) -> tuple[list[Array] | Exception, float, float]:
+    def _compute(self, run: RunBatch, batch: list[Ticket]) -> tuple[list[Array] | TilecastError, float, float]:
         """Run one batch in this engine thread: (outputs or the error, start time, seconds)."""
         if len(batch) == 1:  # a view, no copy: the common case at low load
             feeds = {name: array[None] for name, array in batch[0].sample.items()}
@@ -220,7 +252,7 @@ class DynamicBatcher:
             feeds = {name: np.stack([r.sample[name] for r in batch]) for name in batch[0].sample}
         started = time.monotonic()
         try:
-            outputs: list[Array] | Exception = run(feeds)
+            outputs: list[Array] | TilecastError = run(feeds)
         except TilecastError as exc:
             outputs = exc
         except Exception as exc:  # an engine failure must fail these tiles, not the engine thread
@@ -234,28 +266,27 @@ class DynamicBatcher:
 
     # -- back on the event loop ------------------------------------------------------------
 
-    def _expire(self, requests: list[_Request]) -> None:
+    def _expire(self, requests: list[Ticket]) -> None:
         now = time.monotonic()
         for request in requests:
             self.stats.expired += 1
-            if not request.future.done():
-                request.future.set_exception(DeadlineExceeded(
-                    f"model {self._name}: deadline passed after {now - request.queued_at:.3f} s in the queue"))
+            request.settle(DeadlineExceeded(
+                f"model {self._name}: deadline passed after {now - request.queued_at:.3f} s in the queue"))
 
-    def _finish(self, batch: list[_Request], outputs: list[Array] | Exception, started: float,
+    def _finish(self, batch: list[Ticket], outputs: list[Array] | TilecastError, started: float,
                 compute: float) -> None:
-        if isinstance(outputs, Exception):
+        if isinstance(outputs, TilecastError):
             if self._observer:
                 self._observer.batch_failed(len(batch))
             for request in batch:
-                if not request.future.done():
-                    request.future.set_exception(outputs)
+                request.settle(outputs)
             return
         waits = [started - r.queued_at for r in batch]
-        self._record(len(batch), waits, compute)
         for i, request in enumerate(batch):
-            if not request.future.done():
-                request.future.set_result(TileOutputs([out[i] for out in outputs], waits[i], compute, len(batch)))
+            request.settle(TileOutputs([out[i] for out in outputs], waits[i], compute, len(batch)))
+        # Bookkeeping waits a turn, so the results it would delay go out first.
+        assert self._loop is not None
+        self._loop.call_soon(self._record, len(batch), waits, compute)
 
     def _record(self, size: int, waits: list[float], compute: float) -> None:
         s = self.stats

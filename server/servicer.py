@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,11 +17,11 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 import numpy as np
 
-from tilecast.proto import tensors
+from tilecast.proto import wire
 from tilecast.proto.errors import DeadlineExceeded, InvalidArgument, TilecastError
 from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc
 from tilecast.server.backends.base import Array
-from tilecast.server.batching import TileOutputs
+from tilecast.server.batching import Ticket, TileOutputs
 from tilecast.server.metrics import Metrics
 from tilecast.server.models import ModelManager, Served
 from tilecast.server.settings import Settings
@@ -28,6 +29,8 @@ from tilecast.server.validation import check_image_tensor, parameter_feeds
 
 log = logging.getLogger(__name__)
 
+# A stream's results go out pre-encoded (`tilecast.proto.wire`); other answers as messages.
+StreamReply: TypeAlias = bytes | inference_pb2.StreamPredictResponse
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 # grpc ships no type information; this names what the handlers receive.
@@ -97,9 +100,8 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def _timing(result: TileOutputs) -> inference_pb2.ServerTiming:
-    return inference_pb2.ServerTiming(queue_us=int(result.queue_seconds * 1e6),
-                                      compute_us=int(result.compute_seconds * 1e6), batch_size=result.batch_size)
+def _timing(result: TileOutputs) -> wire.Encoded:
+    return wire.server_timing(int(result.queue_seconds * 1e6), int(result.compute_seconds * 1e6), result.batch_size)
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
@@ -124,9 +126,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         return inference_pb2.GetModelResponse(manifest=self._models.resolve(request.name, request.version).manifest)
 
     @unary_errors
-    async def Predict(
-        self, request: inference_pb2.PredictRequest, context: Context
-    ) -> inference_pb2.PredictResponse:
+    async def Predict(self, request: inference_pb2.PredictRequest, context: Context) -> bytes:
         async with self._models.lease(request.model, request.version) as served:
             manifest = served.manifest
             batch = check_image_tensor(manifest, request.tiles, batched=True)
@@ -139,16 +139,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 results = await asyncio.gather(*(served.batcher.submit({name: t, **extra}, deadline) for t in batch))
             finally:
                 in_flight.dec(len(batch))
-            outputs = [tensors.encode(np.stack([r.outputs[i] for r in results]))
+            outputs = [results[0].outputs[i][None] if len(results) == 1 else np.stack([r.outputs[i] for r in results])
                        for i in range(len(results[0].outputs))]
             slowest = max(results, key=lambda r: r.queue_seconds + r.compute_seconds)
-            return inference_pb2.PredictResponse(model=served.entry.name, version=served.entry.version,
-                                                 outputs=outputs, timing=_timing(slowest))
+            return wire.predict_response(served.entry.name, served.entry.version, outputs, _timing(slowest))
 
     @stream_errors
     async def StreamPredict(
         self, requests: AsyncIterator[inference_pb2.StreamPredictRequest], context: Context, record: CallRecord
-    ) -> AsyncIterator[inference_pb2.StreamPredictResponse]:
+    ) -> AsyncIterator[StreamReply]:
         first = await anext(aiter(requests), None)
         if first is None:
             return
@@ -170,8 +169,8 @@ class _TileStream:
     """One StreamPredict call: read tiles, queue each in the batcher, send results as they finish.
 
     At most `window` tiles are in flight; beyond that the reader stops reading, and gRPC's flow
-    control holds the client back. Results are turned into messages in the futures' callbacks, so a
-    finished tile costs the event loop one turn before it is written.
+    control holds the client back. A result is encoded in the batcher's delivery callback, in the
+    loop turn the engine finishes, and written in the next one.
     """
 
     def __init__(self, served: Served, extra: dict[str, Array], window: int, deadline: float | None,
@@ -186,26 +185,22 @@ class _TileStream:
         self._in_flight = metrics.in_flight.labels(self._manifest.name)
         self._slots = asyncio.Semaphore(window)
         self._results: asyncio.Queue[object] = asyncio.Queue()
-        self._waiting: set[asyncio.Future[TileOutputs]] = set()
+        self._waiting: dict[int, Ticket] = {}  # by arrival number: a client may reuse tile ids
+        self._arrivals = itertools.count()
         self._reading_done = False
 
-    def _done(self, tile_id: int, own_deadline: bool, future: asyncio.Future[TileOutputs]) -> None:
-        self._waiting.discard(future)
+    def _done(self, arrival: int, tile_id: int, own_deadline: bool, outcome: TileOutputs | TilecastError) -> None:
+        del self._waiting[arrival]
         self._slots.release()
         self._in_flight.dec()
-        if future.cancelled():
-            return
-        error = future.exception()
-        if isinstance(error, DeadlineExceeded) and own_deadline:  # this tile's budget ran out: answer, go on
-            message = inference_pb2.TileResult(id=tile_id, code=error.code.value[0], message=str(error))
+        if isinstance(outcome, TileOutputs):
+            self._results.put_nowait(
+                wire.stream_result(tile_id, outcome.outputs, _timing(outcome), self._version))
+        elif isinstance(outcome, DeadlineExceeded) and own_deadline:  # this tile's budget ran out: answer, go on
+            message = inference_pb2.TileResult(id=tile_id, code=outcome.code.value[0], message=str(outcome))
             self._results.put_nowait(inference_pb2.StreamPredictResponse(result=message, version=self._version))
-        elif error is not None:
-            self._results.put_nowait(error)
         else:
-            result = future.result()
-            message = inference_pb2.TileResult(
-                id=tile_id, outputs=[tensors.encode(o) for o in result.outputs], timing=_timing(result))
-            self._results.put_nowait(inference_pb2.StreamPredictResponse(result=message, version=self._version))
+            self._results.put_nowait(outcome)
         if self._reading_done and not self._waiting:
             self._results.put_nowait(_DONE)
 
@@ -214,32 +209,32 @@ class _TileStream:
             async for request in requests:
                 if request.WhichOneof("item") != "tile":
                     raise InvalidArgument("a stream carries one header, then only tiles")
+                message = request.tile
                 try:
-                    tile = check_image_tensor(self._manifest, request.tile.tensor, batched=False)
+                    tile = check_image_tensor(self._manifest, message.tensor, batched=False)
                 except InvalidArgument as exc:
-                    raise InvalidArgument(f"tile {request.tile.id}: {exc}") from exc
-                deadline, budget_ms = self._deadline, request.tile.deadline_ms
+                    raise InvalidArgument(f"tile {message.id}: {exc}") from exc
+                deadline, budget_ms = self._deadline, message.deadline_ms
                 if budget_ms:
                     own = time.monotonic() + budget_ms / 1000
                     deadline = own if deadline is None else min(deadline, own)
                 await self._slots.acquire()
+                arrival = next(self._arrivals)
+                deliver = functools.partial(self._done, arrival, message.id, bool(budget_ms))
                 try:
-                    future = self._batcher.enqueue({self._input: tile, **self._extra}, deadline)
+                    ticket = self._batcher.enqueue({self._input: tile, **self._extra}, deliver, deadline)
                 except BaseException:
                     self._slots.release()
                     raise
                 self._in_flight.inc()
-                self._waiting.add(future)
-                future.add_done_callback(functools.partial(self._done, request.tile.id, bool(budget_ms)))
+                self._waiting[arrival] = ticket
             self._reading_done = True
             if not self._waiting:
                 self._results.put_nowait(_DONE)
         except Exception as exc:
             self._results.put_nowait(exc)
 
-    async def run(
-        self, requests: AsyncIterator[inference_pb2.StreamPredictRequest]
-    ) -> AsyncIterator[inference_pb2.StreamPredictResponse]:
+    async def run(self, requests: AsyncIterator[inference_pb2.StreamPredictRequest]) -> AsyncIterator[StreamReply]:
         reader = asyncio.create_task(self._read(requests))
         try:
             while True:
@@ -248,11 +243,13 @@ class _TileStream:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                assert isinstance(item, inference_pb2.StreamPredictResponse)
+                assert isinstance(item, bytes | inference_pb2.StreamPredictResponse)
                 yield item
         finally:
             # On error or cancellation, drop this stream's queued work; other streams are untouched.
             reader.cancel()
-            for future in list(self._waiting):
-                future.cancel()
+            for ticket in self._waiting.values():
+                ticket.cancel()
+                self._in_flight.dec()
+            self._waiting.clear()
             await asyncio.gather(reader, return_exceptions=True)

@@ -52,6 +52,7 @@ class Report:
     echo_stream: Latency | None = None
     echo_unary: Latency | None = None
     echo_pipelined_ms_per_tile: float = 0.0
+    echo_engine_added: Latency | None = None  # echo that runs the engine in a thread: round trip - engine time
     engine: Latency | None = None  # in-process, batch 1
     stream: Latency | None = None  # round trip, one tile in flight
     stream_added: Latency | None = None  # round trip minus that tile's engine time in the server
@@ -86,11 +87,11 @@ def lockstep(call: Callable[[Iterator[Any]], Iterator[Any]], message: Any, count
     return rtts
 
 
-def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, Latency, float]:
-    from tilecast.echo import STREAM_METHOD, UNARY_METHOD
+def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, Latency, float, Latency]:
+    from tilecast.echo import ENGINE_SECONDS, ENGINE_STREAM_METHOD, STREAM_METHOD, UNARY_METHOD
 
     with grpc.insecure_channel(address) as channel:
-        grpc.channel_ready_future(channel).result(timeout=30)
+        grpc.channel_ready_future(channel).result(timeout=60)
         stream = channel.stream_stream(STREAM_METHOD)
         unary = channel.unary_unary(UNARY_METHOD)
         lockstep(stream, request, 20)  # warm up
@@ -103,7 +104,13 @@ def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, L
         started = time.perf_counter()
         count = sum(1 for _ in stream(iter([request] * samples)))
         pipelined = (time.perf_counter() - started) / count * 1000
-    return Latency.of(streamed), Latency.of(unary_rtts), pipelined
+        engine: list[float] = []
+        engine_stream = channel.stream_stream(ENGINE_STREAM_METHOD)
+        lockstep(engine_stream, request, 5)
+        with_engine = lockstep(engine_stream, request, samples,
+                               on_response=lambda reply: engine.append(ENGINE_SECONDS.unpack_from(reply)[0]))
+    added = [r - e for r, e in zip(with_engine, engine, strict=True)]
+    return Latency.of(streamed), Latency.of(unary_rtts), pipelined, Latency.of(added)
 
 
 class Engine:
@@ -136,26 +143,32 @@ class Engine:
 
 
 def measure_server_latency(address: str, model: str, tile: Tile, samples: int) -> tuple[Latency, ...]:
-    """Round trips with one tile in flight, and each minus the engine time the server reports for it."""
-    from tilecast.proto import tensors
-    from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc
+    """Round trips with one tile in flight, and each minus the engine time the server reports for it.
+
+    Requests go out pre-encoded, as the echo's do and as `Client` sends them.
+    """
+    from tilecast.client.remote import PREDICT, STREAM_PREDICT
+    from tilecast.proto import wire
+    from tilecast.proto.v1 import inference_pb2
 
     header = inference_pb2.StreamPredictRequest(header=inference_pb2.StreamHeader(model=model))
-    message = inference_pb2.StreamPredictRequest(tile=inference_pb2.Tile(id=0, tensor=tensors.encode(tile)))
+    message = wire.stream_tile(0, tile)
     compute: list[float] = []
 
-    def engine_time(response: Any) -> None:
-        compute.append(response.result.timing.compute_us / 1e6)
+    def engine_time(response: bytes) -> None:
+        reply = inference_pb2.StreamPredictResponse.FromString(response)
+        compute.append(reply.result.timing.compute_us / 1e6)
 
     with grpc.insecure_channel(address) as channel:
-        stub = inference_pb2_grpc.InferenceStub(channel)  # type: ignore[no-untyped-call]
-        lockstep(stub.StreamPredict, message, 10, (header,))  # warm up
-        streamed = lockstep(stub.StreamPredict, message, samples, (header,), engine_time)
+        stream = channel.stream_stream(STREAM_PREDICT, request_serializer=wire.serialize)
+        predict = channel.unary_unary(PREDICT, response_deserializer=inference_pb2.PredictResponse.FromString)
+        lockstep(stream, message, 10, (header,))  # warm up
+        streamed = lockstep(stream, message, samples, (header,), engine_time)
         unary, unary_compute = [], []
-        request = inference_pb2.PredictRequest(model=model, tiles=tensors.encode(tile[None]))
+        request = wire.predict_request(model, 0, tile[None])
         for _ in range(samples):
             started = time.perf_counter()
-            response = stub.Predict(request)
+            response = predict(request)
             unary.append(time.perf_counter() - started)
             unary_compute.append(response.timing.compute_us / 1e6)
     added = [r - c for r, c in zip(streamed, compute, strict=True)]
@@ -234,6 +247,7 @@ def show(report: Report) -> None:
                   title=f"{report.model}, tile {report.tile}, {report.threads} engine thread(s)")
     rows = [("echo stream (floor)", report.echo_stream), ("echo unary (floor)", report.echo_unary),
             ("engine in-process", report.engine), ("server stream round trip", report.stream),
+            ("echo + engine in a thread, added", report.echo_engine_added),
             ("server stream added", report.stream_added), ("server unary round trip", report.unary),
             ("server unary added", report.unary_added)]
     for name, value in rows:
@@ -242,6 +256,9 @@ def show(report: Report) -> None:
                           f"{value.mean_ms:.3f}", str(value.samples))
     out.print(table)
     out.print(f"echo pipelined: {report.echo_pipelined_ms_per_tile:.3f} ms per tile")
+    if report.echo_engine_added and report.stream_added:
+        out.print(f"server stream added p50 / echo-with-engine added p50: "
+                  f"{report.stream_added.p50_ms / report.echo_engine_added.p50_ms:.2f}")
     sweep = Table("mode", "concurrency", "server tiles/s", "in-process tiles/s", "ratio", title="throughput")
     for row in report.throughput:
         sweep.add_row(row["mode"], str(row["concurrency"]), f"{row['server']:.2f}", f"{row['in_process']:.2f}",
@@ -269,6 +286,7 @@ def bench(
 ) -> None:
     """Measure the server against the engine in-process and the gRPC transport floor."""
     from tilecast.client.remote import Client
+    from tilecast.echo import EngineCall
     from tilecast.proto import tensors
 
     threads = threads or os.cpu_count() or 1
@@ -286,15 +304,17 @@ def bench(
         image = np.random.default_rng(0).integers(0, 256, (tile, tile, spec.channels), dtype=np.uint8).astype(
             tensors.to_numpy_dtype(spec.dtype))
         reply_bytes = tile * tile * out_spec.channels * tensors.to_numpy_dtype(out_spec.dtype).itemsize
+        onnx = repository / model / str(manifest.version) / "model.onnx"
+        in_echo = EngineCall(onnx, spec.name, (1, *image.shape), image.dtype.name, threads)
         stack.enter_context(child_process([sys.executable, "-m", "tilecast.echo", "--port", str(echo_port),
-                                           "--reply-bytes", str(reply_bytes)]))
+                                           "--reply-bytes", str(reply_bytes), *in_echo.arguments()]))
         report = Report(model, [tile, tile, spec.channels], threads)
-        out.print("measuring the transport floor (echo)...")
+        out.print("measuring the transport floor (echo, then echo with the engine)...")
         request = tensors.encode(image).SerializeToString()
-        report.echo_stream, report.echo_unary, report.echo_pipelined_ms_per_tile = measure_echo(
-            f"127.0.0.1:{echo_port}", request, samples)
+        (report.echo_stream, report.echo_unary, report.echo_pipelined_ms_per_tile,
+         report.echo_engine_added) = measure_echo(f"127.0.0.1:{echo_port}", request, samples)
         out.print("measuring the engine in-process...")
-        engine = Engine(repository / model / str(manifest.version) / "model.onnx", spec.name, threads)
+        engine = Engine(onnx, spec.name, threads)
         report.engine = engine.latency(image, max(10, samples // 4))
         out.print("measuring server latency...")
         report.stream, report.stream_added, report.unary, report.unary_added = measure_server_latency(
