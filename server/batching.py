@@ -3,7 +3,7 @@
 The batcher never sees protobuf: requests are dicts of per-sample NumPy arrays. Tiles whose arrays
 have the same shapes and dtypes are stacked into one engine call of up to `max_batch_size`.
 A tile's outcome goes to the callback it was queued with, on the event loop, in the very loop turn
-that the engine thread wakes (no future and no extra turn on the path of every tile); `submit`
+that the engine thread wakes (no future and no extra turn on the path of every tile); `run_all`
 wraps that in an awaitable for callers that want one.
 
 Each engine instance has its own thread that takes batches from the shared queue, so the event loop
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -155,23 +156,37 @@ class DynamicBatcher:
             self._cond.notify()
         return ticket
 
-    async def submit(self, sample: Feeds, deadline: float | None = None) -> TileOutputs:
-        """Queue one tile's arrays and wait for its outputs; cancelling the wait drops the tile."""
+    async def run_all(self, samples: Sequence[Feeds], deadline: float | None = None) -> list[TileOutputs]:
+        """Queue several tiles and wait for all their outputs, in order; the first error fails them all.
+
+        One future for the lot (not a task per tile), so a one-tile call costs no extra loop turns.
+        Cancelling the wait drops whatever has not run.
+        """
         assert self._loop is not None
-        future: asyncio.Future[TileOutputs] = self._loop.create_future()
+        finished: asyncio.Future[None] = self._loop.create_future()
+        results: list[TileOutputs | None] = [None] * len(samples)
+        left = len(samples)
 
-        def deliver(outcome: TileOutputs | TilecastError) -> None:
-            if not future.done():
-                if isinstance(outcome, TileOutputs):
-                    future.set_result(outcome)
-                else:
-                    future.set_exception(outcome)
+        def deliver(index: int, outcome: TileOutputs | TilecastError) -> None:
+            nonlocal left
+            if finished.done():
+                return
+            if not isinstance(outcome, TileOutputs):
+                finished.set_exception(outcome)
+                return
+            results[index], left = outcome, left - 1
+            if not left:
+                finished.set_result(None)
 
-        ticket = self.enqueue(sample, deliver, deadline)
+        tickets: list[Ticket] = []
         try:
-            return await future
+            for index, sample in enumerate(samples):
+                tickets.append(self.enqueue(sample, functools.partial(deliver, index), deadline))
+            await finished
         finally:
-            ticket.cancel()  # a no-op once delivered
+            for ticket in tickets:
+                ticket.cancel()  # a no-op once delivered
+        return [r for r in results if r is not None]
 
     def forget(self, ticket: Ticket) -> None:
         """A cancelled tile leaves the queue at once, so it neither runs nor counts against the limit."""

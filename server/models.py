@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -23,6 +24,7 @@ from tilecast.server.batching import DynamicBatcher
 from tilecast.server.metrics import Metrics
 from tilecast.server.repository import ModelVersion, fingerprint, load_version, scan
 from tilecast.server.settings import Settings
+from tilecast.server.validation import TileCheck
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,11 @@ class Served:
         if self.entry.manifest is None:
             raise Unavailable(f"model {self.entry.name} version {self.entry.version} is not ready")
         return self.entry.manifest
+
+    @functools.cached_property
+    def check(self) -> TileCheck:
+        """The input rules every request's tiles are checked against, read from the manifest once."""
+        return TileCheck.of(self.manifest)
 
 
 class ModelManager:

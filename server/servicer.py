@@ -25,7 +25,7 @@ from tilecast.server.batching import Ticket, TileOutputs
 from tilecast.server.metrics import Metrics
 from tilecast.server.models import ModelManager, Served
 from tilecast.server.settings import Settings
-from tilecast.server.validation import check_image_tensor, parameter_feeds
+from tilecast.server.validation import parameter_feeds
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +129,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def Predict(self, request: inference_pb2.PredictRequest, context: Context) -> bytes:
         async with self._models.lease(request.model, request.version) as served:
             manifest = served.manifest
-            batch = check_image_tensor(manifest, request.tiles, batched=True)
+            batch = served.check(request.tiles, batched=True)
             extra = parameter_feeds(manifest, request.parameters)
             name, deadline = manifest.inputs[0].name, _deadline(context)
             assert served.batcher is not None  # a resolved version is ready
             in_flight = self._metrics.in_flight.labels(request.model)
             in_flight.inc(len(batch))
             try:
-                results = await asyncio.gather(*(served.batcher.submit({name: t, **extra}, deadline) for t in batch))
+                results = await served.batcher.run_all([{name: t, **extra} for t in batch], deadline)
             finally:
                 in_flight.dec(len(batch))
             outputs = [results[0].outputs[i][None] if len(results) == 1 else np.stack([r.outputs[i] for r in results])
@@ -178,7 +178,8 @@ class _TileStream:
         assert served.batcher is not None
         self._manifest = served.manifest
         self._version = served.entry.version
-        self._input = self._manifest.inputs[0].name
+        self._check = served.check
+        self._input = self._check.input_name
         self._batcher = served.batcher
         self._extra = extra
         self._deadline = deadline
@@ -211,7 +212,7 @@ class _TileStream:
                     raise InvalidArgument("a stream carries one header, then only tiles")
                 message = request.tile
                 try:
-                    tile = check_image_tensor(self._manifest, message.tensor, batched=False)
+                    tile = self._check(message.tensor, batched=False)
                 except InvalidArgument as exc:
                     raise InvalidArgument(f"tile {message.id}: {exc}") from exc
                 deadline, budget_ms = self._deadline, message.deadline_ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -12,55 +13,70 @@ from tilecast.proto.v1 import inference_pb2, manifest_pb2
 from tilecast.server.backends.base import Array
 
 
-def _check_edges(model: str, tiling: manifest_pb2.Tiling, height: int, width: int) -> None:
-    for axis, size in (("height", height), ("width", width)):
-        if size < max(tiling.min_size, 1) or size > tiling.max_size:
-            raise InvalidArgument(
-                f"model {model}: tile {axis} {size} is outside the accepted range "
-                f"{max(tiling.min_size, 1)}..{tiling.max_size}"
-            )
-        if size % tiling.size_multiple:
-            raise InvalidArgument(
-                f"model {model}: tile {axis} {size} is not a multiple of {tiling.size_multiple}; "
-                "pad tiles to the model's size multiple"
-            )
+@dataclass(frozen=True)
+class TileCheck:
+    """A model's rules for its image input, read from the manifest once (a stream checks every tile)."""
 
+    model: str
+    input_name: str
+    dtype_code: int
+    dtype: np.dtype[np.generic]
+    channels: int
+    min_edge: int
+    max_edge: int
+    multiple: int
+    max_batch: int
 
-def check_image_tensor(
-    manifest: manifest_pb2.ModelManifest, tensor: inference_pb2.Tensor, *, batched: bool
-) -> Array:
-    """Validate an HWC tile (or NHWC batch) for the manifest's first input and view it as an array."""
-    spec = manifest.inputs[0]
-    model = manifest.name
-    if tensor.dtype != spec.dtype:
-        raise InvalidArgument(
-            f"model {model}: input {spec.name!r} expects dtype {tensors.dtype_name(spec.dtype)}, "
-            f"received {tensors.dtype_name(tensor.dtype)}"
-        )
-    shape = list(tensor.shape)
-    layout = "NHWC" if batched else "HWC"
-    if len(shape) != len(layout):
-        raise InvalidArgument(
-            f"model {model}: tiles must be {layout} arrays of rank {len(layout)}, received shape {shape}"
-        )
-    if shape[-1] != spec.channels:
-        raise InvalidArgument(
-            f"model {model}: input {spec.name!r} expects {spec.channels} channels, received {shape[-1]} "
-            f"(shape {shape}, layout {layout})"
-        )
-    if batched and not 1 <= shape[0] <= manifest.tiling.max_batch_size:
-        raise InvalidArgument(
-            f"model {model}: batch of {shape[0]} tiles; send 1..{manifest.tiling.max_batch_size} per call"
-        )
-    _check_edges(model, manifest.tiling, shape[-3], shape[-2])
-    dtype = tensors.to_numpy_dtype(spec.dtype)
-    want = math.prod(shape) * dtype.itemsize
-    if len(tensor.data) != want:
-        raise InvalidArgument(
-            f"model {model}: tensor of shape {shape} and dtype {dtype.name} "
-            f"needs {want} bytes, received {len(tensor.data)}"
-        )
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    @staticmethod
+    def of(manifest: manifest_pb2.ModelManifest) -> TileCheck:
+        spec, tiling = manifest.inputs[0], manifest.tiling
+        return TileCheck(manifest.name, spec.name, spec.dtype, tensors.to_numpy_dtype(spec.dtype), spec.channels,
+                         max(tiling.min_size, 1), tiling.max_size, max(tiling.size_multiple, 1),
+                         tiling.max_batch_size)
+
+    def _check_edges(self, height: int, width: int) -> None:
+        for axis, size in (("height", height), ("width", width)):
+            if size < self.min_edge or size > self.max_edge:
+                raise InvalidArgument(
+                    f"model {self.model}: tile {axis} {size} is outside the accepted range "
+                    f"{self.min_edge}..{self.max_edge}"
+                )
+            if size % self.multiple:
+                raise InvalidArgument(
+                    f"model {self.model}: tile {axis} {size} is not a multiple of {self.multiple}; "
+                    "pad tiles to the model's size multiple"
+                )
+
+    def __call__(self, tensor: inference_pb2.Tensor, *, batched: bool) -> Array:
+        """Validate an HWC tile (or NHWC batch) and view it as an array."""
+        model = self.model
+        if tensor.dtype != self.dtype_code:
+            raise InvalidArgument(
+                f"model {model}: input {self.input_name!r} expects dtype {self.dtype.name}, "
+                f"received {tensors.dtype_name(tensor.dtype)}"
+            )
+        shape = list(tensor.shape)
+        layout = "NHWC" if batched else "HWC"
+        if len(shape) != len(layout):
+            raise InvalidArgument(
+                f"model {model}: tiles must be {layout} arrays of rank {len(layout)}, received shape {shape}"
+            )
+        if shape[-1] != self.channels:
+            raise InvalidArgument(
+                f"model {model}: input {self.input_name!r} expects {self.channels} channels, received {shape[-1]} "
+                f"(shape {shape}, layout {layout})"
+            )
+        if batched and not 1 <= shape[0] <= self.max_batch:
+            raise InvalidArgument(f"model {model}: batch of {shape[0]} tiles; send 1..{self.max_batch} per call")
+        self._check_edges(shape[-3], shape[-2])
+        data = tensor.data  # each read of a bytes field copies it
+        want = math.prod(shape) * self.dtype.itemsize
+        if len(data) != want:
+            raise InvalidArgument(
+                f"model {model}: tensor of shape {shape} and dtype {self.dtype.name} "
+                f"needs {want} bytes, received {len(data)}"
+            )
+        return np.frombuffer(data, dtype=self.dtype).reshape(shape)
 
 
 def parameter_feeds(

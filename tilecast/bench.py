@@ -53,6 +53,7 @@ class Report:
     echo_unary: Latency | None = None
     echo_pipelined_ms_per_tile: float = 0.0
     echo_engine_added: Latency | None = None  # echo that runs the engine in a thread: round trip - engine time
+    echo_engine_unary_added: Latency | None = None
     engine: Latency | None = None  # in-process, batch 1
     stream: Latency | None = None  # round trip, one tile in flight
     stream_added: Latency | None = None  # round trip minus that tile's engine time in the server
@@ -87,8 +88,8 @@ def lockstep(call: Callable[[Iterator[Any]], Iterator[Any]], message: Any, count
     return rtts
 
 
-def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, Latency, float, Latency]:
-    from tilecast.echo import ENGINE_SECONDS, ENGINE_STREAM_METHOD, STREAM_METHOD, UNARY_METHOD
+def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, Latency, float, Latency, Latency]:
+    from tilecast.echo import ENGINE_SECONDS, ENGINE_STREAM_METHOD, ENGINE_UNARY_METHOD, STREAM_METHOD, UNARY_METHOD
 
     with grpc.insecure_channel(address) as channel:
         grpc.channel_ready_future(channel).result(timeout=60)
@@ -109,8 +110,14 @@ def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, L
         lockstep(engine_stream, request, 5)
         with_engine = lockstep(engine_stream, request, samples,
                                on_response=lambda reply: engine.append(ENGINE_SECONDS.unpack_from(reply)[0]))
+        engine_unary = channel.unary_unary(ENGINE_UNARY_METHOD)
+        unary_added = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            reply = engine_unary(request)
+            unary_added.append(time.perf_counter() - started - ENGINE_SECONDS.unpack_from(reply)[0])
     added = [r - e for r, e in zip(with_engine, engine, strict=True)]
-    return Latency.of(streamed), Latency.of(unary_rtts), pipelined, Latency.of(added)
+    return Latency.of(streamed), Latency.of(unary_rtts), pipelined, Latency.of(added), Latency.of(unary_added)
 
 
 class Engine:
@@ -249,6 +256,7 @@ def show(report: Report) -> None:
             ("engine in-process", report.engine), ("server stream round trip", report.stream),
             ("echo + engine in a thread, added", report.echo_engine_added),
             ("server stream added", report.stream_added), ("server unary round trip", report.unary),
+            ("echo + engine in a thread, unary, added", report.echo_engine_unary_added),
             ("server unary added", report.unary_added)]
     for name, value in rows:
         if value is not None:
@@ -256,9 +264,10 @@ def show(report: Report) -> None:
                           f"{value.mean_ms:.3f}", str(value.samples))
     out.print(table)
     out.print(f"echo pipelined: {report.echo_pipelined_ms_per_tile:.3f} ms per tile")
-    if report.echo_engine_added and report.stream_added:
-        out.print(f"server stream added p50 / echo-with-engine added p50: "
-                  f"{report.stream_added.p50_ms / report.echo_engine_added.p50_ms:.2f}")
+    for mode, server, floor in (("stream", report.stream_added, report.echo_engine_added),
+                                ("unary", report.unary_added, report.echo_engine_unary_added)):
+        if server and floor:
+            out.print(f"{mode}: server added p50 / echo-with-engine added p50 = {server.p50_ms / floor.p50_ms:.2f}")
     sweep = Table("mode", "concurrency", "server tiles/s", "in-process tiles/s", "ratio", title="throughput")
     for row in report.throughput:
         sweep.add_row(row["mode"], str(row["concurrency"]), f"{row['server']:.2f}", f"{row['in_process']:.2f}",
@@ -311,8 +320,8 @@ def bench(
         report = Report(model, [tile, tile, spec.channels], threads)
         out.print("measuring the transport floor (echo, then echo with the engine)...")
         request = tensors.encode(image).SerializeToString()
-        (report.echo_stream, report.echo_unary, report.echo_pipelined_ms_per_tile,
-         report.echo_engine_added) = measure_echo(f"127.0.0.1:{echo_port}", request, samples)
+        (report.echo_stream, report.echo_unary, report.echo_pipelined_ms_per_tile, report.echo_engine_added,
+         report.echo_engine_unary_added) = measure_echo(f"127.0.0.1:{echo_port}", request, samples)
         out.print("measuring the engine in-process...")
         engine = Engine(onnx, spec.name, threads)
         report.engine = engine.latency(image, max(10, samples // 4))

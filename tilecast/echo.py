@@ -3,8 +3,8 @@
 No protobuf, no batching: raw bytes in, a reply of a fixed size out, over the same grpc.aio stack the
 server uses. Run as a process: `python -m tilecast.echo --port P --reply-bytes N`.
 
-With `--engine model.onnx`, a second stream method runs that model once per message in a worker
-thread before replying, and puts the engine's seconds in the reply's first 8 bytes: the floor for any
+With `--engine model.onnx`, two more methods (stream and unary) run that model once per message in a
+worker thread before replying, and puts the engine's seconds in the reply's first 8 bytes: the floor for any
 server that keeps its event loop free while an engine computes. Both ends sleep while the engine
 runs, and waking them costs more than on a stream that never pauses.
 """
@@ -28,6 +28,7 @@ SERVICE = "tilecast.bench.Echo"
 STREAM_METHOD = f"/{SERVICE}/Stream"
 UNARY_METHOD = f"/{SERVICE}/Unary"
 ENGINE_STREAM_METHOD = f"/{SERVICE}/EngineStream"
+ENGINE_UNARY_METHOD = f"/{SERVICE}/EngineUnary"
 ENGINE_SECONDS = struct.Struct("<d")
 
 
@@ -79,13 +80,19 @@ async def serve(host: str, port: int, reply_bytes: int, engine: EngineCall | Non
         worker = ThreadPoolExecutor(1, thread_name_prefix="engine")
         padding = bytes(max(0, reply_bytes - ENGINE_SECONDS.size))
 
+        async def engine_reply() -> bytes:
+            seconds = await asyncio.get_running_loop().run_in_executor(worker, run)
+            return ENGINE_SECONDS.pack(seconds) + padding
+
+        async def engine_unary(request: bytes, context: object) -> bytes:
+            return await engine_reply()
+
         async def engine_stream(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
-            loop = asyncio.get_running_loop()
             async for _ in requests:
-                seconds = await loop.run_in_executor(worker, run)
-                yield ENGINE_SECONDS.pack(seconds) + padding
+                yield await engine_reply()
 
         methods["EngineStream"] = grpc.stream_stream_rpc_method_handler(engine_stream)
+        methods["EngineUnary"] = grpc.unary_unary_rpc_method_handler(engine_unary)
     handler = grpc.method_handlers_generic_handler(SERVICE, methods)
     limit = 256 * 1024 * 1024
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
