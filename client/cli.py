@@ -19,11 +19,15 @@ ServerOption = Annotated[
 DEFAULT_SERVER = ["127.0.0.1:8500"]
 
 
-def _megapixels(path: Path, level: int) -> float:
-    """The image's size for the progress rate (0 when it cannot be read; convert reports why)."""
+def level_megapixels(path: Path, level: int, microns_per_pixel: float | None) -> float:
+    """The size of the level convert will read, for the progress rate (0 when it cannot be read;
+    convert reports why)."""
+    from tilecast.client.metadata import level_for_resolution
     from tilecast.client.reader import ImageReadError, image_shape
 
     try:
+        if microns_per_pixel:
+            level = level_for_resolution(path, microns_per_pixel)
         height, width, _ = image_shape(path, level)
     except ImageReadError:
         return 0.0
@@ -109,7 +113,7 @@ def convert(
         def on_file(job: Job) -> Callable[[int, int], None]:
             task = bar.add_task(job.source.name, total=None, rate="")
             started = time.perf_counter()
-            megapixels = _megapixels(job.source, level)
+            megapixels = level_megapixels(job.source, level, mpp)
 
             def advance(done: int, total: int) -> None:
                 elapsed = max(time.perf_counter() - started, 1e-6)

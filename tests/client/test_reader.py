@@ -117,3 +117,9 @@ def test_svs_like_pyramid_levels_and_resolution(tmp_path: Path) -> None:
         image.close()
     assert read_metadata(path, 1).pixel_size_um == pytest.approx((0.5, 0.5))
     assert level_for_resolution(path, 1.1) == 2
+    # The progress rate counts the level --mpp picks, not --level's.
+    from tilecast.client.cli import level_megapixels
+
+    assert level_megapixels(path, 0, 1.1) == pytest.approx(levels[2].shape[0] * levels[2].shape[1] / 1e6)
+    assert level_megapixels(path, 0, None) == pytest.approx(levels[0].shape[0] * levels[0].shape[1] / 1e6)
+    assert level_megapixels(path, 0, 40.0) == 0.0  # no level near it: convert explains, the rate falls back
