@@ -62,8 +62,10 @@ def stream_with_retries(
 
         replies = client.stream(model, ((i, read_tile(i)) for i in ids()), version=version, window=window,
                                 parameters=parameters, tile_deadline_ms=tile_deadline_ms)
+        replied: set[int] = set()
         try:
             for reply in replies:
+                replied.add(reply.id)
                 if reply.error is not None:
                     misses[reply.id] += 1
                     if misses[reply.id] > policy.attempts:
@@ -74,7 +76,7 @@ def stream_with_retries(
                     answered.add(reply.id)
                     failures = 0  # progress: the next outage gets the whole budget again
                     yield reply
-            if any(i not in answered and not misses[i] for i in tile_ids):
+            if any(i not in replied for i in remaining):  # counts against the retry budget, so never loops
                 raise Unavailable("the server ended the stream early")
         except Unavailable as exc:
             failures += 1
