@@ -55,11 +55,16 @@ def from_numpy_dtype(dtype: npt.DTypeLike) -> manifest_pb2.DType:
     return code
 
 
-def encode(array: npt.NDArray[np.generic]) -> inference_pb2.Tensor:
-    """Pack an array into a Tensor message (C order, little-endian)."""
+def packed(array: npt.NDArray[np.generic]) -> tuple[manifest_pb2.DType, npt.NDArray[np.generic]]:
+    """The wire dtype of an array and the array as it travels: C order, little-endian (a copy only if needed)."""
     code = from_numpy_dtype(array.dtype)
     wire = _NUMPY_BY_DTYPE[code]
-    data = array if array.dtype == wire and array.flags.c_contiguous else np.ascontiguousarray(array, dtype=wire)
+    return code, array if array.dtype == wire and array.flags.c_contiguous else np.ascontiguousarray(array, dtype=wire)
+
+
+def encode(array: npt.NDArray[np.generic]) -> inference_pb2.Tensor:
+    """Pack an array into a Tensor message (C order, little-endian)."""
+    code, data = packed(array)
     return inference_pb2.Tensor(dtype=code, shape=data.shape, data=data.tobytes())
 
 

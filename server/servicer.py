@@ -131,7 +131,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             manifest = served.manifest
             batch = served.check(request.tiles, batched=True)
             extra = parameter_feeds(manifest, request.parameters)
-            name, deadline = manifest.inputs[0].name, _deadline(context)
+            name, deadline = served.check.input_name, _deadline(context)
             assert served.batcher is not None  # a resolved version is ready
             in_flight = self._metrics.in_flight.labels(request.model)
             in_flight.inc(len(batch))

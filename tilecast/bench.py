@@ -88,6 +88,19 @@ def lockstep(call: Callable[[Iterator[Any]], Iterator[Any]], message: Any, count
     return rtts
 
 
+def one_at_a_time(call: Callable[[Any], Any], request: Any, count: int,
+                  on_response: Callable[[Any], None] | None = None) -> list[float]:
+    """Round trips of unary calls made one after another."""
+    rtts: list[float] = []
+    for _ in range(count):
+        started = time.perf_counter()
+        response = call(request)
+        rtts.append(time.perf_counter() - started)
+        if on_response is not None:
+            on_response(response)
+    return rtts
+
+
 def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, Latency, float, Latency, Latency]:
     from tilecast.echo import ENGINE_SECONDS, ENGINE_STREAM_METHOD, ENGINE_UNARY_METHOD, STREAM_METHOD, UNARY_METHOD
 
@@ -97,11 +110,7 @@ def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, L
         unary = channel.unary_unary(UNARY_METHOD)
         lockstep(stream, request, 20)  # warm up
         streamed = lockstep(stream, request, samples)
-        unary_rtts = []
-        for _ in range(samples):
-            started = time.perf_counter()
-            unary(request)
-            unary_rtts.append(time.perf_counter() - started)
+        unary_rtts = one_at_a_time(unary, request, samples)
         started = time.perf_counter()
         count = sum(1 for _ in stream(iter([request] * samples)))
         pipelined = (time.perf_counter() - started) / count * 1000
@@ -110,13 +119,11 @@ def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, L
         lockstep(engine_stream, request, 5)
         with_engine = lockstep(engine_stream, request, samples,
                                on_response=lambda reply: engine.append(ENGINE_SECONDS.unpack_from(reply)[0]))
-        engine_unary = channel.unary_unary(ENGINE_UNARY_METHOD)
-        unary_added = []
-        for _ in range(samples):
-            started = time.perf_counter()
-            reply = engine_unary(request)
-            unary_added.append(time.perf_counter() - started - ENGINE_SECONDS.unpack_from(reply)[0])
+        unary_engine: list[float] = []
+        unary_with_engine = one_at_a_time(channel.unary_unary(ENGINE_UNARY_METHOD), request, samples,
+                                          lambda reply: unary_engine.append(ENGINE_SECONDS.unpack_from(reply)[0]))
     added = [r - e for r, e in zip(with_engine, engine, strict=True)]
+    unary_added = [r - e for r, e in zip(unary_with_engine, unary_engine, strict=True)]
     return Latency.of(streamed), Latency.of(unary_rtts), pipelined, Latency.of(added), Latency.of(unary_added)
 
 
@@ -171,13 +178,9 @@ def measure_server_latency(address: str, model: str, tile: Tile, samples: int) -
         predict = channel.unary_unary(PREDICT, response_deserializer=inference_pb2.PredictResponse.FromString)
         lockstep(stream, message, 10, (header,))  # warm up
         streamed = lockstep(stream, message, samples, (header,), engine_time)
-        unary, unary_compute = [], []
-        request = wire.predict_request(model, 0, tile[None])
-        for _ in range(samples):
-            started = time.perf_counter()
-            response = predict(request)
-            unary.append(time.perf_counter() - started)
-            unary_compute.append(response.timing.compute_us / 1e6)
+        unary_compute: list[float] = []
+        unary = one_at_a_time(predict, wire.predict_request(model, 0, tile[None]), samples,
+                              lambda response: unary_compute.append(response.timing.compute_us / 1e6))
     added = [r - c for r, c in zip(streamed, compute, strict=True)]
     unary_added = [r - c for r, c in zip(unary, unary_compute, strict=True)]
     return Latency.of(streamed), Latency.of(added), Latency.of(unary), Latency.of(unary_added)
