@@ -56,6 +56,13 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert tifffile.imread(tmp_path / "ihc-colorized.tif").shape == (1024, 1024, 3)
     assert (tmp_path / "preview.png").stat().st_size > 10_000
     assert "preview:" in result.stdout
+    scores = tifffile.imread(tmp_path / "ihc-density.tif")  # one cell per 64 px patch, both classes
+    assert scores.shape == (16, 16, 2)
+    np.testing.assert_allclose(scores.sum(axis=-1), 1, atol=1e-4)
+    assert 0 < (scores[..., 1] > 0.5).mean() < 1  # the sample has both dense and sparse regions
+    assert (tmp_path / "ihc-density.overlay.png").stat().st_size > 10_000
+    assert len((tmp_path / "ihc-density.csv").read_text().splitlines()) == 1 + 16 * 16
+    assert "heat map:" in result.stdout
 
 
 def test_bundled_models_are_small_and_record_their_validation() -> None:

@@ -1,7 +1,8 @@
-"""`tilecast demo`: the whole flow once, on the bundled model and a real 4096x4096 slide-like image.
+"""`tilecast demo`: the whole flow once, on the bundled models and real 4096x4096 slide-like images.
 
-Builds the input from scikit-image's immunohistochemistry sample, starts `tilecast serve` on
-localhost, converts the image through it, writes the output TIFF and a side-by-side preview PNG,
+Builds grayscale and colour mosaics of scikit-image's immunohistochemistry sample, starts `tilecast
+serve` on localhost, colourises the grayscale one (generator: output TIFF and a side-by-side preview
+PNG) and maps nuclear density over the colour one (patch classifier: heat map, overlay PNG, CSV),
 then stops the server.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -18,7 +19,11 @@ import typer
 from tilecast.console import console, out, user_errors
 from tilecast.local import child_process, free_port, serve_command
 
+if TYPE_CHECKING:
+    from tilecast.client import Client, ConvertResult
+
 MODEL = "ihc-colorize"
+HEATMAP_MODEL = "ihc-density"
 BLOCK = 512  # edge of the sample image
 
 
@@ -40,26 +45,42 @@ def build_input(path: Path, size: int, colour: bool = False, compression: str = 
                      compression=compression)
 
 
-@user_errors
-def demo(
-    output: Annotated[Path, typer.Option(help="Folder for the input, output and preview.")] = Path("demo-output"),
-    repository: Annotated[Path, typer.Option(help="Model repository.")] = Path("models"),
-    size: Annotated[int, typer.Option(help="Edge of the generated input image in pixels.")] = 4096,
-) -> None:
-    """Run the end-to-end demo: build a 4096x4096 input, serve, convert, preview."""
-    from PIL import Image
+def convert_with_progress(client: Client, model: str, source: Path, result: Path) -> ConvertResult:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from tilecast.client import Client, convert_image
+    from tilecast.client import convert_image
+
+    with Progress(TextColumn(model), BarColumn(), TextColumn("{task.completed}/{task.total} tiles"),
+                  TimeRemainingColumn(), console=out) as bar:
+        task = bar.add_task(model, total=None)
+        return convert_image(client, model, source, result,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+@user_errors
+def demo(
+    output: Annotated[Path, typer.Option(help="Folder for the inputs, outputs and previews.")] = Path("demo-output"),
+    repository: Annotated[Path, typer.Option(help="Model repository.")] = Path("models"),
+    size: Annotated[int, typer.Option(help="Edge of the generated input images in pixels.")] = 4096,
+) -> None:
+    """Run the end-to-end demo: build 4096x4096 inputs, serve, colourise one, map density over the other."""
+    from PIL import Image
+
+    from tilecast.client import Client
+    from tilecast.client.heatmap import heatmap_paths
     from tilecast.client.thumbnail import side_by_side, thumbnail
 
-    if not (repository / MODEL).is_dir():
-        raise FileNotFoundError(f"{repository / MODEL} is missing; run the demo from the repository root")
+    for model in (MODEL, HEATMAP_MODEL):
+        if not (repository / model).is_dir():
+            raise FileNotFoundError(f"{repository / model} is missing; run the demo from the repository root")
     output.mkdir(parents=True, exist_ok=True)
-    source, result_path, preview = output / "ihc-gray.tif", output / "ihc-colorized.tif", output / "preview.png"
+    gray, colourised, preview = output / "ihc-gray.tif", output / "ihc-colorized.tif", output / "preview.png"
+    colour, density = output / "ihc-rgb.tif", output / "ihc-density.tif"
     started = time.perf_counter()
-    build_input(source, size)
-    out.print(f"input: {source} ({size}x{size} grayscale, {time.perf_counter() - started:.1f} s to build)")
+    build_input(gray, size)
+    build_input(colour, size, colour=True)
+    out.print(f"inputs: {gray} and {colour} ({size}x{size}, grayscale and RGB, "
+              f"{time.perf_counter() - started:.1f} s to build)")
 
     port = free_port()
     with child_process(serve_command(repository, port), quiet=False) as server, \
@@ -67,13 +88,13 @@ def demo(
         client.wait_ready(timeout=60)
         if server.poll() is not None:
             raise RuntimeError("the server exited at start; see its messages above")
-        with Progress(TextColumn("converting"), BarColumn(), TextColumn("{task.completed}/{task.total} tiles"),
-                      TimeRemainingColumn(), console=out) as bar:
-            task = bar.add_task("convert", total=None)
-            result = convert_image(client, MODEL, source, result_path,
-                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
-    Image.fromarray(side_by_side(thumbnail(source, 1024), thumbnail(result_path, 1024))).save(preview)
-    out.print(f"output: {result.output} ({result.tiles} tiles, {result.seconds:.1f} s, "
-              f"{result.megapixels_per_second:.2f} MP/s through the server)")
+        generated = convert_with_progress(client, MODEL, gray, colourised)
+        mapped = convert_with_progress(client, HEATMAP_MODEL, colour, density)
+    Image.fromarray(side_by_side(thumbnail(gray, 1024), thumbnail(colourised, 1024))).save(preview)
+    out.print(f"output: {generated.output} ({generated.tiles} tiles, {generated.seconds:.1f} s, "
+              f"{generated.megapixels_per_second:.2f} MP/s through the server)")
     out.print(f"preview: {preview} (input left, model output right)")
+    _, overlay, table = heatmap_paths(density)
+    out.print(f"heat map: {density}, {overlay}, {table} ({mapped.tiles} patches, {mapped.seconds:.1f} s, "
+              f"{mapped.megapixels_per_second:.2f} MP/s)")
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
