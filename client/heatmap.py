@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from tilecast.proto.v1 import manifest_pb2
 
 Array = npt.NDArray[Any]
 OVERLAY_EDGE = 1024
+BAND_PX = 512  # a common TIFF tile edge
 
 
 def heatmap_paths(output: Path) -> tuple[Path, Path, Path]:
@@ -39,6 +41,14 @@ def patch_box(row: int, col: int, stride: int, patch: int) -> Box:
     """The patch centred on heat-map cell (row, col); it may reach past the image (read by reflection)."""
     y0, x0 = row * stride + (stride - patch) // 2, col * stride + (stride - patch) // 2
     return Box(y0, y0 + patch, x0, x0 + patch)
+
+
+def band_order(index: int, cols: int, stride: int) -> tuple[int, int, int]:
+    """Patches in bands of BAND_PX rows, column by column within a band: consecutive patches share the
+    image's stored tiles, so each is decoded about once however wide the slide (row by row, a wide slide's
+    row of tiles outgrows the reader's cache)."""
+    row, col = divmod(index, cols)
+    return row * stride // BAND_PX, col, row
 
 
 def cell_tissue(mask: Array, shape: tuple[int, int], rows: int, cols: int, stride: int) -> Array:
@@ -117,8 +127,8 @@ def classify_image(client: Client, manifest: manifest_pb2.ModelManifest, input_p
         rows, cols = -(-height // stride), -(-width // stride)
         view = overview(input_path, options.level, OVERLAY_EDGE)
         tissue = cell_tissue(tissue_mask(view), (height, width), rows, cols, stride) if options.tissue_only else None
-        wanted = [i for i in range(rows * cols)
-                  if tissue is None or tissue.flat[i] >= options.min_tissue]
+        wanted = sorted((i for i in range(rows * cols) if tissue is None or tissue.flat[i] >= options.min_tissue),
+                        key=functools.partial(band_order, cols=cols, stride=stride))
         parameters = image_parameters(manifest, input_path, options.level, list(options.channels))
 
         def read_patch(index: int) -> Array:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from tilecast.client.chunks import ChunkCache
 from tilecast.client.tiling import Box, reflect_indices
 from tilecast.proto.errors import InvalidArgument
 
@@ -68,6 +69,8 @@ class TiffSource:
             self._perm = _hwc_permutation(page.axes, path)
             # The series' store at a level: a level's own store is a group when the series has several.
             self._array = zarr.open_array(series.aszarr(level=level), mode="r")
+            self._chunks = ChunkCache(self._read_array, tuple(self._array.shape), tuple(self._array.chunks),
+                                      self._perm[0], self._perm[1])
             shape = [int(page.shape[i]) for i in self._perm]
             self._shape = (shape[0], shape[1], int(np.prod(shape[2:], dtype=np.int64)))
             self._dtype = np.dtype(page.dtype)
@@ -87,15 +90,26 @@ class TiffSource:
         return self._dtype
 
     def read(self, box: Box) -> Array:
-        index: list[slice] = [slice(None)] * len(self._perm)
-        index[self._perm[0]] = slice(box.y0, box.y1)
-        index[self._perm[1]] = slice(box.x0, box.x1)
+        pixel_bytes = self._shape[2] * self._dtype.itemsize
         try:
-            region = np.asarray(self._array[tuple(index)])
+            if box.height > 0 and box.width > 0 and self._chunks.worth_caching(
+                    box.y0, box.y1, box.x0, box.x1, pixel_bytes):
+                region = self._chunks.read(box.y0, box.y1, box.x0, box.x1)
+            else:
+                region = self._read_array(slice(box.y0, box.y1), slice(box.x0, box.x1))
         except Exception as exc:  # a truncated or corrupt strip or tile
             raise ImageReadError(f"{self.path}: cannot decode the region {box} ({exc})") from exc
         region = region.transpose(self._perm)
         return region.reshape(region.shape[0], region.shape[1], -1)
+
+    def _read_array(self, rows: slice, cols: slice) -> Array:
+        index: list[slice] = [slice(None)] * len(self._perm)
+        index[self._perm[0]], index[self._perm[1]] = rows, cols
+        return np.asarray(self._array[tuple(index)])
+
+    @property
+    def chunks_decoded(self) -> int:
+        return self._chunks.decoded
 
     def close(self) -> None:
         self._tif.close()

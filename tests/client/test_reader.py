@@ -11,7 +11,7 @@ import tifffile
 from PIL import Image
 
 from tests.conftest import SHARED_TESTDATA
-from tilecast.client.reader import ImageReadError, open_image, read_reflected
+from tilecast.client.reader import ImageReadError, TiffSource, open_image, read_reflected
 from tilecast.client.tiling import Box
 
 
@@ -40,6 +40,24 @@ def test_tiff_regions(tmp_path: Path, shape: tuple[int, ...], dtype: type, kwarg
             read_reflected(image, Box(280, 312, 180, 208)),
             np.pad(hwc, ((0, 12), (0, 8), (0, 0)), mode="reflect")[280:312, 180:208],
         )
+        for _ in range(40):  # small reads come from decoded chunks kept between reads: same pixels
+            y0, x0 = int(rng.integers(0, 290)), int(rng.integers(0, 190))
+            box = Box(y0, min(300, y0 + int(rng.integers(1, 90))), x0, min(200, x0 + int(rng.integers(1, 90))))
+            np.testing.assert_array_equal(image.read(box), hwc[box.y0:box.y1, box.x0:box.x1])
+    finally:
+        image.close()
+
+
+def test_patches_smaller_than_a_stored_tile_decode_it_once(tmp_path: Path) -> None:
+    data = np.random.default_rng(2).integers(0, 255, (512, 768, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "tiled.tif", data, photometric="rgb", tile=(128, 128), compression="zlib")
+    image = open_image(tmp_path / "tiled.tif")
+    try:
+        assert isinstance(image, TiffSource)
+        for y in range(0, 512, 32):  # a 32 px patch grid: 16 patches per stored tile
+            for x in range(0, 768, 32):
+                np.testing.assert_array_equal(image.read(Box(y, y + 32, x, x + 32)), data[y:y + 32, x:x + 32])
+        assert image.chunks_decoded == 4 * 6
     finally:
         image.close()
 
