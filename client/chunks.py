@@ -44,7 +44,12 @@ class ChunkCache:
                 range(x0 // self._chunk_cols, -(-x1 // self._chunk_cols)))
 
     def worth_caching(self, y0: int, y1: int, x0: int, x1: int, itemsize_per_pixel: int) -> bool:
-        """Small reads repeat their chunks; a read bigger than the budget would only flush it."""
+        """Reads that cut chunks leave parts of them for the next reads. A read of whole chunks (tiles
+        aligned with the file's) has nothing to leave, and one bigger than the budget would only flush it."""
+        height, width = self._shape[self._y_axis], self._shape[self._x_axis]
+        if (y0 % self._chunk_rows == 0 and (y1 % self._chunk_rows == 0 or y1 == height)
+                and x0 % self._chunk_cols == 0 and (x1 % self._chunk_cols == 0 or x1 == width)):
+            return False
         rows, cols = self.covers(y0, y1, x0, x1)
         return len(rows) * len(cols) * self._chunk_rows * self._chunk_cols * itemsize_per_pixel <= self._budget // 4
 

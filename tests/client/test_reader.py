@@ -58,6 +58,8 @@ def test_patches_smaller_than_a_stored_tile_decode_it_once(tmp_path: Path) -> No
             for x in range(0, 768, 32):
                 np.testing.assert_array_equal(image.read(Box(y, y + 32, x, x + 32)), data[y:y + 32, x:x + 32])
         assert image.chunks_decoded == 4 * 6
+        np.testing.assert_array_equal(image.read(Box(128, 384, 0, 768)), data[128:384])  # whole stored tiles:
+        assert image.chunks_decoded == 4 * 6  # read straight through, nothing cached
     finally:
         image.close()
 
