@@ -12,7 +12,7 @@ from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from tilecast.proto import wire
@@ -29,7 +29,7 @@ HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+def add_inference_service(servicer: InferenceServicer, server: grpc.Server) -> None:
     """Register the Inference methods as the generated code would, but with a serializer that also
     passes through responses the servicer has already encoded (`tilecast.proto.wire`)."""
     handlers = {}
@@ -45,31 +45,37 @@ def add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) 
 
 
 class TilecastServer:
-    """A running server. `start()` loads and binds; `stop()` drains in-flight work within the grace period."""
+    """A running server. `start()` loads and binds; `stop()` drains in-flight work within the grace period.
+
+    Model management runs on an event loop; calls are served by a threaded gRPC server, one thread
+    per call, so that the thread that sends a tile's result can also compute it (see `batching`).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.port = 0
         self.metrics_port = 0
         self.metrics = Metrics()
-        # Model loading (session creation compiles graphs); engines run on their batchers' own threads.
+        # Model loading (session creation compiles graphs); engines run in the threads of the calls.
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loader")
         self._health = HealthServicer()
         self.models = ModelManager(settings, self._executor, self.metrics, self._set_model_health)
-        self._server: grpc.aio.Server | None = None
+        self._server: grpc.Server | None = None
         self._poller: asyncio.Task[None] | None = None
 
-    async def _set_model_health(self, name: str, ready: bool) -> None:
-        await self._health.set(name, SERVING if ready else NOT_SERVING)
+    def _set_model_health(self, name: str, ready: bool) -> None:
+        self._health.set(name, SERVING if ready else NOT_SERVING)
 
     async def start(self) -> int:
         """Load the repository, bind, and start serving; returns the bound port."""
         await self.models.sync()
         limit = self.settings.max_message_bytes
-        server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-        ])
+        calls = self.settings.max_concurrent_calls
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=calls, thread_name_prefix="call"),
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+            maximum_concurrent_rpcs=calls,  # beyond it: RESOURCE_EXHAUSTED, not a call stuck for a thread
+        )
         add_inference_service(InferenceServicer(self.models, self.metrics, self.settings), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection([SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME], server)
@@ -78,14 +84,14 @@ class TilecastServer:
             self.port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {address}: {exc}") from exc
-        await server.start()
+        server.start()
         self._server = server
         if self.settings.metrics_port >= 0:
             self.metrics_port = self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
         if self.settings.repository_poll_s > 0:
             self._poller = asyncio.create_task(self.models.poll(self.settings.repository_poll_s))
-        await self._health.set("", SERVING)
-        await self._health.set(SERVICE_NAME, SERVING)
+        self._health.set("", SERVING)
+        self._health.set(SERVICE_NAME, SERVING)
         ready = sum(s.state == inference_pb2.MODEL_STATE_READY for s in self.models.statuses())
         log.info("serving %d model version(s) on %s:%d (metrics on port %s)", ready, self.settings.host,
                  self.port, self.metrics_port if self.settings.metrics_port >= 0 else "off")
@@ -93,13 +99,14 @@ class TilecastServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight calls finish within the grace period, then release engines."""
-        await self._health.enter_graceful_shutdown()
+        self._health.enter_graceful_shutdown()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         if self._server is not None:
-            await self._server.stop(self.settings.grace_period_s if grace is None else grace)
+            stopped = self._server.stop(self.settings.grace_period_s if grace is None else grace)
+            await asyncio.get_running_loop().run_in_executor(None, stopped.wait)
         await self.models.close()
         self.metrics.stop_http()
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,20 +1,22 @@
-"""Dynamic batching: one queue per model version, flushed whenever an engine is free.
+"""Dynamic batching: one queue per model version; the threads waiting for results run the engines.
 
 The batcher never sees protobuf: requests are dicts of per-sample NumPy arrays. Tiles whose arrays
 have the same shapes and dtypes are stacked into one engine call of up to `max_batch_size`.
-A tile's outcome goes to the callback it was queued with, on the event loop, in the very loop turn
-that the engine thread wakes (no future and no extra turn on the path of every tile); `run_all`
-wraps that in an awaitable for callers that want one.
 
-Each engine instance has its own thread that takes batches from the shared queue, so the event loop
-never blocks on an engine and hands a result back in one loop turn. When every instance is idle a
-tile starts at once; under load, the tiles that arrived during the previous call form the next batch,
-and an instance that frees up while another is still busy may wait up to `max_queue_delay` for more.
+There are no dedicated engine threads. A thread that waits for results (`wait_until`: a stream's
+sender, a unary call, a stream's reader whose window is full) runs a batch itself whenever an
+engine instance is free and tiles are queued. At low load a stream's sender therefore computes its own tile and
+sends the result without waking any other thread: a thread hop after a long engine call costs a
+tenth of a millisecond or more on small VMs. Under load, whichever waiter gets a free instance takes
+every compatible queued tile, whichever stream it came from, and hands the others their results.
+An instance that frees up while another is still busy may wait up to `max_queue_delay` for more.
+
+All state is guarded by one condition; waiters' predicates are checked under it, and delivery
+callbacks run under it, so they must be quick (append, count) and must not block.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import functools
@@ -59,7 +61,7 @@ class BatchObserver(Protocol):
     def batch_failed(self, size: int) -> None: ...
 
 
-Deliver = Callable[[TileOutputs | TilecastError], object]
+Deliver = Callable[["Ticket", TileOutputs | TilecastError], object]
 
 
 @dataclass(eq=False)
@@ -67,25 +69,23 @@ class Ticket:
     """One queued tile. `cancel()` drops it: it leaves the queue, or its result is discarded."""
 
     sample: Feeds
-    deliver: Deliver
+    deliver: Deliver  # called under the batcher's lock
     deadline: float | None  # time.monotonic() after which the result is of no use
     batcher: DynamicBatcher
     queued_at: float = field(default_factory=time.monotonic)
     key: BatchKey = field(init=False)
-    settled: bool = False  # delivered or cancelled; set on the event loop only
+    settled: bool = False  # delivered or cancelled; changed under the batcher's lock only
 
     def __post_init__(self) -> None:
         self.key = _batch_key(self.sample)
 
     def cancel(self) -> None:
-        if not self.settled:
-            self.settled = True
-            self.batcher.forget(self)
+        self.batcher.forget(self)
 
     def settle(self, outcome: TileOutputs | TilecastError) -> None:
         if not self.settled:
             self.settled = True
-            self.deliver(outcome)
+            self.deliver(self, outcome)
 
 
 @dataclass
@@ -99,6 +99,16 @@ class BatchStats:
     expired: int = 0
 
 
+@dataclass
+class _Done:
+    """What one engine call did, recorded once the lock is released."""
+
+    size: int
+    waits: list[float]
+    compute: float
+    failed: bool
+
+
 class DynamicBatcher:
     def __init__(
         self,
@@ -110,109 +120,148 @@ class DynamicBatcher:
         name: str = "model",
         observer: BatchObserver | None = None,
     ) -> None:
-        """`runs` holds one engine call per instance; each gets its own thread."""
-        self._runs = list(runs)
+        """`runs` holds one engine call per instance; instances may compute at the same time."""
+        self._free = list(runs)
+        self._instances = len(self._free)
         self._max_batch = max_batch_size
         self._max_queue = max_queue_size
         self._delay = max_queue_delay_s
         self._name = name
         self._observer = observer
         self._pending: collections.deque[Ticket] = collections.deque()
-        self._cond = threading.Condition()  # guards _pending, _busy, _stopping
-        self._busy = 0
-        self._stopping = False
+        self._cond = threading.Condition()
         self._closed = False
-        self._threads: list[threading.Thread] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle = asyncio.Event()
         self.stats = BatchStats()
-
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._idle.set()
-        for i, run in enumerate(self._runs):
-            thread = threading.Thread(target=self._engine_loop, args=(run,), name=f"engine-{self._name}-{i}",
-                                      daemon=True)
-            thread.start()
-            self._threads.append(thread)
 
     @property
     def queued(self) -> int:
         return len(self._pending)
 
-    def enqueue(self, sample: Feeds, deliver: Deliver, deadline: float | None = None) -> Ticket:
-        """Queue one tile's arrays; `deliver` receives its outputs or its error. Call from the event loop."""
-        if self._closed or self._loop is None:
-            raise Unavailable(f"model {self._name} is being unloaded; retry")
-        if len(self._pending) >= self._max_queue:
-            raise ResourceExhausted(
-                f"model {self._name}: queue is full ({self._max_queue} tiles waiting); "
-                "send fewer tiles at once or retry later"
-            )
-        ticket = Ticket(sample, deliver, deadline, self)
+    @property
+    def runnable(self) -> bool:
+        """Tiles wait and an engine instance is free (read under the lock to act on it)."""
+        return bool(self._pending) and bool(self._free)
+
+    @property
+    def busy(self) -> int:
+        return self._instances - len(self._free)
+
+    def enqueue(self, sample: Feeds, deliver: Deliver, deadline: float | None = None,
+                queued: Callable[[Ticket], object] | None = None) -> Ticket:
+        """Queue one tile's arrays; `deliver` receives its ticket and outputs or error. Any thread.
+
+        `queued` sees the ticket under the lock, before any thread can compute it, so a caller can
+        track it before its delivery can come.
+        """
         with self._cond:
+            if self._closed:
+                raise Unavailable(f"model {self._name} is being unloaded; retry")
+            if len(self._pending) >= self._max_queue:
+                raise ResourceExhausted(
+                    f"model {self._name}: queue is full ({self._max_queue} tiles waiting); "
+                    "send fewer tiles at once or retry later"
+                )
+            ticket = Ticket(sample, deliver, deadline, self)
+            if queued is not None:
+                queued(ticket)
             self._pending.append(ticket)
-            self._idle.clear()
-            self._cond.notify()
+            self._cond.notify_all()
         return ticket
 
-    async def run_all(self, samples: Sequence[Feeds], deadline: float | None = None) -> list[TileOutputs]:
-        """Queue several tiles and wait for all their outputs, in order; the first error fails them all.
+    def forget(self, ticket: Ticket) -> None:
+        """A cancelled tile leaves the queue at once, so it neither runs nor counts against the limit."""
+        with self._cond:
+            if ticket.settled:
+                return
+            ticket.settled = True
+            with contextlib.suppress(ValueError):  # already taken into a batch: its result is dropped
+                self._pending.remove(ticket)
 
-        One future for the lot (not a task per tile), so a one-tile call costs no extra loop turns.
-        Cancelling the wait drops whatever has not run.
+    def notify(self, change: Callable[[], object] | None = None) -> None:
+        """Apply `change` under the lock (if given) and wake every waiter to recheck its predicate."""
+        with self._cond:
+            if change is not None:
+                change()
+            self._cond.notify_all()
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Block until `ready()` holds (checked under the lock), computing queued batches meanwhile.
+
+        Returns False if `timeout` seconds pass first.
         """
-        assert self._loop is not None
-        finished: asyncio.Future[None] = self._loop.create_future()
-        results: list[TileOutputs | None] = [None] * len(samples)
-        left = len(samples)
+        end = None if timeout is None else time.monotonic() + timeout
+        done: list[_Done] = []
+        try:
+            with self._cond:
+                while not ready():
+                    if self.runnable:
+                        done.append(self._run_one())
+                        continue
+                    left = None if end is None else end - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cond.wait(left)
+                return True
+        finally:
+            for record in done:  # bookkeeping after the lock, so it delays no one's results
+                self._record(record)
 
-        def deliver(index: int, outcome: TileOutputs | TilecastError) -> None:
-            nonlocal left
-            if finished.done():
-                return
-            if not isinstance(outcome, TileOutputs):
-                finished.set_exception(outcome)
-                return
-            results[index], left = outcome, left - 1
-            if not left:
-                finished.set_result(None)
+    def run_all(self, samples: Sequence[Feeds], deadline: float | None = None) -> list[TileOutputs]:
+        """Queue several tiles and wait for all their outputs, in order; the first error fails them all."""
+        results: list[TileOutputs | None] = [None] * len(samples)
+        failure: list[TilecastError] = []
+
+        def deliver(index: int, _ticket: Ticket, outcome: TileOutputs | TilecastError) -> None:
+            if isinstance(outcome, TileOutputs):
+                results[index] = outcome
+            else:
+                failure.append(outcome)
 
         tickets: list[Ticket] = []
         try:
             for index, sample in enumerate(samples):
                 tickets.append(self.enqueue(sample, functools.partial(deliver, index), deadline))
-            await finished
+            self.wait_until(lambda: bool(failure) or all(r is not None for r in results))
         finally:
             for ticket in tickets:
                 ticket.cancel()  # a no-op once delivered
+        if failure:
+            raise failure[0]
         return [r for r in results if r is not None]
 
-    def forget(self, ticket: Ticket) -> None:
-        """A cancelled tile leaves the queue at once, so it neither runs nor counts against the limit."""
-        # ValueError: already taken into a batch; its result is discarded when it comes.
-        with self._cond, contextlib.suppress(ValueError):
-            self._pending.remove(ticket)
+    def drain(self, timeout: float | None = None) -> bool:
+        """Compute every queued tile (in this thread if need be) and wait for running batches."""
+        return self.wait_until(lambda: not self._pending and not self.busy, timeout)
 
-    async def drain(self) -> None:
-        """Wait until every queued tile has been computed."""
-        while self._pending or self._busy:
-            self._idle.clear()
-            if not self._pending and not self._busy:
-                break
-            await self._idle.wait()
-
-    async def close(self) -> None:
-        """Refuse new tiles, finish the queued ones, then stop the engine threads."""
-        self._closed = True
-        await self.drain()
+    def close(self) -> None:
+        """Refuse new tiles and finish the queued ones."""
         with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        for thread in self._threads:
-            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+            self._closed = True
+        self.drain()
 
-    # -- engine threads --------------------------------------------------------------------
+    # -- computing, in whichever thread waits ----------------------------------------------
+
+    def _run_one(self) -> _Done:
+        """Take a free instance, then a batch, and compute it. Called and returns with the lock held."""
+        run = self._free.pop()
+        try:
+            if self._delay and self.busy > 1 and len(self._pending) < self._max_batch:
+                until = time.monotonic() + self._delay
+                while len(self._pending) < self._max_batch and (left := until - time.monotonic()) > 0:
+                    self._cond.wait(left)
+            batch, expired = self._take_batch()
+            self._expire(expired)
+            if not batch:
+                return _Done(0, [], 0.0, False)
+            self._cond.release()
+            try:
+                outputs, started, compute = self._compute(run, batch)
+            finally:
+                self._cond.acquire()
+            return self._finish(batch, outputs, started, compute)
+        finally:
+            self._free.append(run)
+            self._cond.notify_all()
 
     def _take_batch(self) -> tuple[list[Ticket], list[Ticket]]:
         """Pop up to max_batch live requests with the first one's key, and the expired ones."""
@@ -222,7 +271,7 @@ class DynamicBatcher:
         now = time.monotonic()
         while self._pending and len(batch) < self._max_batch:
             request = self._pending.popleft()
-            if request.settled:  # cancelled by its caller (read without the loop: at worst it runs once more)
+            if request.settled:
                 continue
             if request.deadline is not None and request.deadline <= now:
                 expired.append(request)
@@ -235,32 +284,8 @@ class DynamicBatcher:
         self._pending = kept
         return batch, expired
 
-    def _engine_loop(self, run: RunBatch) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if self._stopping and not self._pending:
-                    return
-                if self._delay and self._busy and len(self._pending) < self._max_batch:
-                    until = time.monotonic() + self._delay
-                    while len(self._pending) < self._max_batch and (left := until - time.monotonic()) > 0:
-                        self._cond.wait(left)
-                batch, expired = self._take_batch()
-                self._busy += 1
-            try:
-                if expired:
-                    self._post(self._expire, expired)
-                if batch:
-                    self._post(self._finish, batch, *self._compute(run, batch))
-            finally:
-                with self._cond:
-                    self._busy -= 1
-                    if not self._busy and not self._pending:
-                        self._post(self._idle.set)
-
     def _compute(self, run: RunBatch, batch: list[Ticket]) -> tuple[list[Array] | TilecastError, float, float]:
-        """Run one batch in this engine thread: (outputs or the error, start time, seconds)."""
+        """Run one batch without the lock: (outputs or the error, start time, seconds)."""
         if len(batch) == 1:  # a view, no copy: the common case at low load
             feeds = {name: array[None] for name, array in batch[0].sample.items()}
         else:
@@ -270,16 +295,10 @@ class DynamicBatcher:
             outputs: list[Array] | TilecastError = run(feeds)
         except TilecastError as exc:
             outputs = exc
-        except Exception as exc:  # an engine failure must fail these tiles, not the engine thread
+        except Exception as exc:  # an engine failure fails these tiles, not the thread that ran them
             log.exception("model %s: engine call failed", self._name)
             outputs = Internal(f"model {self._name}: engine failed on a batch of {len(batch)}: {exc}")
         return outputs, started, time.monotonic() - started
-
-    def _post(self, callback: Callable[..., object], *args: object) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(callback, *args)
-
-    # -- back on the event loop ------------------------------------------------------------
 
     def _expire(self, requests: list[Ticket]) -> None:
         now = time.monotonic()
@@ -289,25 +308,25 @@ class DynamicBatcher:
                 f"model {self._name}: deadline passed after {now - request.queued_at:.3f} s in the queue"))
 
     def _finish(self, batch: list[Ticket], outputs: list[Array] | TilecastError, started: float,
-                compute: float) -> None:
+                compute: float) -> _Done:
         if isinstance(outputs, TilecastError):
-            if self._observer:
-                self._observer.batch_failed(len(batch))
             for request in batch:
                 request.settle(outputs)
-            return
+            return _Done(len(batch), [], compute, True)
         waits = [started - r.queued_at for r in batch]
         for i, request in enumerate(batch):
             request.settle(TileOutputs([out[i] for out in outputs], waits[i], compute, len(batch)))
-        # Bookkeeping waits a turn, so the results it would delay go out first.
-        assert self._loop is not None
-        self._loop.call_soon(self._record, len(batch), waits, compute)
-
-    def _record(self, size: int, waits: list[float], compute: float) -> None:
         s = self.stats
         s.batches += 1
-        s.tiles += size
-        s.largest_batch = max(s.largest_batch, size)
-        s.batch_sizes[size] += 1
-        if self._observer:
-            self._observer.batch_done(size, waits, compute)
+        s.tiles += len(batch)
+        s.largest_batch = max(s.largest_batch, len(batch))
+        s.batch_sizes[len(batch)] += 1
+        return _Done(len(batch), waits, compute, False)
+
+    def _record(self, done: _Done) -> None:
+        if self._observer is None or not done.size:
+            return
+        if done.failed:
+            self._observer.batch_failed(done.size)
+        else:
+            self._observer.batch_done(done.size, done.waits, done.compute)

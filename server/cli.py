@@ -27,6 +27,7 @@ def serve(
         "MAX_QUEUE_DELAY_MS", "How long a freed instance waits for a fuller batch while another computes.")] = 0.0,
     max_queue_size: Annotated[int, _opt("MAX_QUEUE_SIZE", "Tiles waiting per model before refusing more.")] = 512,
     stream_window: Annotated[int, _opt("STREAM_WINDOW", "Tiles in flight per stream.")] = 64,
+    max_calls: Annotated[int, _opt("MAX_CALLS", "Calls served at once; more are refused.")] = 256,
     instances: Annotated[int, _opt("INSTANCES", "Engine instances per model version.")] = 1,
     threads: Annotated[int, _opt("THREADS", "Engine threads per instance; 0 = cores / instances.")] = 0,
     providers: Annotated[str, _opt("PROVIDERS", "Engines in order of preference: tensorrt,cuda,cpu.")] = (
@@ -47,7 +48,8 @@ def serve(
     settings = Settings(
         repository=repository, host=host, port=port, metrics_port=metrics_port, max_batch_size=max_batch_size,
         max_queue_delay_ms=max_queue_delay_ms, max_queue_size=max_queue_size,
-        max_tiles_in_flight_per_stream=stream_window, instances=instances, intra_op_threads=threads,
+        max_tiles_in_flight_per_stream=stream_window, max_concurrent_calls=max_calls, instances=instances,
+        intra_op_threads=threads,
         providers=tuple(p.strip() for p in providers.split(",") if p.strip()), trt_fp16=trt_fp16,
         max_message_bytes=max_message_mb * 1024 * 1024, repository_poll_s=repository_poll_s,
         grace_period_s=grace_period_s, log_level=log_level, log_format=log_format,

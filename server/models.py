@@ -3,6 +3,8 @@
 Every request holds a *lease* on the version it resolved. A removed or replaced version leaves the
 lookup at once (new requests go to the newest ready version), and its engines are released only
 when its last lease ends: a stream always finishes on the version it started with.
+
+Syncing runs on the server's event loop; leases are taken in the gRPC handler threads.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +44,7 @@ class Served:
     batcher: DynamicBatcher | None = None
     leases: int = 0
     retired: bool = False
-    released: asyncio.Event = field(default_factory=asyncio.Event)
+    released: threading.Event = field(default_factory=threading.Event)
 
     @property
     def manifest(self) -> manifest_pb2.ModelManifest:
@@ -57,14 +60,15 @@ class Served:
 
 class ModelManager:
     def __init__(self, settings: Settings, executor: Executor, metrics: Metrics,
-                 on_health: Callable[[str, bool], object] | None = None) -> None:
+                 on_health: Callable[[str, bool], None] | None = None) -> None:
         self._settings = settings
         self._executor = executor
         self._metrics = metrics
         self._on_health = on_health
         self._current: dict[tuple[str, int], Served] = {}
         self._lock = asyncio.Lock()  # one repository sync at a time
-        self._releasing: set[asyncio.Task[None]] = set()
+        self._releasing: set[asyncio.Future[None]] = set()
+        self._leases = threading.Lock()  # guards Served.leases and .retired
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -76,7 +80,7 @@ class ModelManager:
 
     def resolve(self, name: str, version: int = 0) -> Served:
         """The requested version, or the newest ready one when version is 0."""
-        candidates = sorted((v, s) for (n, v), s in self._current.items() if n == name)
+        candidates = sorted((v, s) for (n, v), s in list(self._current.items()) if n == name)
         if not candidates:
             raise NotFound(f"model {name!r} not found; this server has {self.names() or 'no models'}")
         if version:
@@ -95,17 +99,19 @@ class ModelManager:
                 f"model {name!r} version {chosen.entry.version} is not ready: {chosen.entry.reason or 'loading'}")
         return chosen
 
-    @contextlib.asynccontextmanager
-    async def lease(self, name: str, version: int = 0) -> AsyncIterator[Served]:
+    @contextlib.contextmanager
+    def lease(self, name: str, version: int = 0) -> Iterator[Served]:
         """Hold a version for the length of a request; its engines stay until the last lease ends."""
-        served = self.resolve(name, version)
-        served.leases += 1
+        with self._leases:
+            served = self.resolve(name, version)
+            served.leases += 1
         try:
             yield served
         finally:
-            served.leases -= 1
-            if served.retired and served.leases == 0:
-                served.released.set()
+            with self._leases:
+                served.leases -= 1
+                if served.retired and served.leases == 0:
+                    served.released.set()
 
     # -- loading and unloading -------------------------------------------------------------
 
@@ -132,35 +138,32 @@ class ModelManager:
                 [b.infer for b in entry.backends],
                 max_batch_size=self._max_batch(entry.manifest), max_queue_size=self._settings.max_queue_size,
                 max_queue_delay_s=delay / 1000, name=f"{name}/{version}", observer=self._metrics.observer(name))
-            served.batcher.start()
         self._metrics.set_state(name, version, STATE_NAMES[entry.state])
         return served
 
     def _retire(self, served: Served) -> None:
         """Take a version out of the lookup; release its engines once no request holds it."""
-        served.retired = True
-        if served.leases == 0:
-            served.released.set()
+        with self._leases:
+            served.retired = True
+            if served.leases == 0:
+                served.released.set()
 
-        async def release() -> None:
-            await served.released.wait()
+        def release() -> None:  # in a worker thread: waits for the last request, then computes what is queued
+            served.released.wait()
             if served.batcher is not None:
-                await served.batcher.close()
+                served.batcher.close()
             served.entry.backends.clear()
             log.info("model %s version %d unloaded", served.entry.name, served.entry.version)
 
-        task = asyncio.get_running_loop().create_task(release())
-        self._releasing.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._releasing.discard)
+        future = asyncio.get_running_loop().run_in_executor(None, release)
+        self._releasing.add(future)
+        future.add_done_callback(self._releasing.discard)
 
-    async def _update_health(self) -> None:
+    def _update_health(self) -> None:
         if self._on_health is None:
             return
         for name in self.names():
-            ready = any(s.entry.state == READY for (n, _), s in self._current.items() if n == name)
-            result = self._on_health(name, ready)
-            if asyncio.iscoroutine(result):
-                await result
+            self._on_health(name, any(s.entry.state == READY for (n, _), s in self._current.items() if n == name))
 
     async def sync(self) -> None:
         """Bring the served versions in line with the repository folder: add, replace, remove."""
@@ -172,9 +175,7 @@ class ModelManager:
                 self._retire(gone)
                 log.info("model %s version %d removed from the repository", *key)
                 if self._on_health and not any(n == key[0] for n, _ in self._current):
-                    result = self._on_health(key[0], False)
-                    if asyncio.iscoroutine(result):
-                        await result
+                    self._on_health(key[0], False)
             for key, path in found.items():
                 old = self._current.get(key)
                 if old is not None and old.entry.fingerprint == fingerprint(path):
@@ -185,7 +186,7 @@ class ModelManager:
                 if previous is not None and previous is not new and previous.batcher is not None:
                     log.info("model %s version %d replaced", *key)
                     self._retire(previous)
-            await self._update_health()
+            self._update_health()
 
     async def poll(self, interval: float) -> None:
         """Rescan every `interval` seconds until cancelled; a failed scan is logged and retried."""
@@ -198,8 +199,9 @@ class ModelManager:
 
     async def close(self) -> None:
         """Finish queued work and release every engine (at shutdown, after RPCs have drained)."""
+        loop = asyncio.get_running_loop()
         for served in self._current.values():
             if served.batcher is not None:
-                await served.batcher.close()
+                await loop.run_in_executor(None, served.batcher.close)
             served.entry.backends.clear()
         self._current.clear()

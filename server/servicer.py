@@ -1,18 +1,20 @@
 """The tilecast.v1.Inference servicer: protobuf in, NumPy to the batchers, protobuf out.
 
-Typed errors become gRPC status codes here, in one place (`_handle_errors` and the two decorators).
+Handlers run in the gRPC server's thread pool, one thread per call, and wait on the batchers, which
+lets the thread that will send a result compute it too (`tilecast.server.batching`). Typed errors
+become gRPC status codes here, in one place (`_handle_errors` and the two decorators).
 """
 
 from __future__ import annotations
 
-import asyncio
+import collections
 import functools
-import itertools
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 import numpy as np
@@ -34,14 +36,15 @@ StreamReply: TypeAlias = bytes | inference_pb2.StreamPredictResponse
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 # grpc ships no type information; this names what the handlers receive.
-Context: TypeAlias = Any  # grpc.aio.ServicerContext
+Context: TypeAlias = Any  # grpc.ServicerContext
 
 
-async def _abort(context: Context, exc: BaseException) -> None:
+def _abort(context: Context, exc: BaseException) -> NoReturn:
     if isinstance(exc, TilecastError):
-        await context.abort(exc.code, str(exc))
+        context.abort(exc.code, str(exc))
     log.exception("unexpected error in a request", exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal server error: {type(exc).__name__}: {exc}")
+    context.abort(grpc.StatusCode.INTERNAL, f"internal server error: {type(exc).__name__}: {exc}")
+    raise AssertionError("context.abort returned")  # it raises, but grpc does not say so
 
 
 def _model_of(request: object) -> str:
@@ -49,17 +52,16 @@ def _model_of(request: object) -> str:
 
 
 def unary_errors(
-    handler: Callable[[Any, Req, Context], Awaitable[Resp]],
-) -> Callable[[Any, Req, Context], Awaitable[Resp]]:
+    handler: Callable[[Any, Req, Context], Resp],
+) -> Callable[[Any, Req, Context], Resp]:
     @functools.wraps(handler)
-    async def wrapper(self: InferenceServicer, request: Req, context: Context) -> Resp:
+    def wrapper(self: InferenceServicer, request: Req, context: Context) -> Resp:
         code = "OK"
         try:
-            return await handler(self, request, context)
+            return handler(self, request, context)
         except Exception as exc:
             code = exc.code.name if isinstance(exc, TilecastError) else "INTERNAL"
-            await _abort(context, exc)
-            raise  # unreachable: abort raises
+            _abort(context, exc)
         finally:
             self.count(_model_of(request), handler.__name__, code)
 
@@ -75,20 +77,21 @@ class CallRecord:
 
 
 def stream_errors(
-    handler: Callable[[Any, Req, Context, CallRecord], AsyncIterator[Resp]],
-) -> Callable[[Any, Req, Context], AsyncIterator[Resp]]:
+    handler: Callable[[Any, Req, Context, CallRecord], Iterator[Resp]],
+) -> Callable[[Any, Req, Context], Iterator[Resp]]:
     @functools.wraps(handler)
-    async def wrapper(self: InferenceServicer, requests: Req, context: Context) -> AsyncIterator[Resp]:
+    def wrapper(self: InferenceServicer, requests: Req, context: Context) -> Iterator[Resp]:
         record = CallRecord()
         try:
-            async for item in handler(self, requests, context, record):
-                yield item
-        except asyncio.CancelledError:
+            yield from handler(self, requests, context, record)
+            if not context.is_active():
+                record.code = "CANCELLED"
+        except GeneratorExit:  # gRPC dropped the response iterator: the client went away
             record.code = "CANCELLED"
             raise
         except Exception as exc:
             record.code = exc.code.name if isinstance(exc, TilecastError) else "INTERNAL"
-            await _abort(context, exc)
+            _abort(context, exc)
         finally:
             self.count(record.model, handler.__name__, record.code)
 
@@ -114,20 +117,20 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self._metrics.requests.labels(model or "-", method, code).inc()
 
     @unary_errors
-    async def ListModels(
+    def ListModels(
         self, request: inference_pb2.ListModelsRequest, context: Context
     ) -> inference_pb2.ListModelsResponse:
         return inference_pb2.ListModelsResponse(models=self._models.statuses())
 
     @unary_errors
-    async def GetModel(
+    def GetModel(
         self, request: inference_pb2.GetModelRequest, context: Context
     ) -> inference_pb2.GetModelResponse:
         return inference_pb2.GetModelResponse(manifest=self._models.resolve(request.name, request.version).manifest)
 
     @unary_errors
-    async def Predict(self, request: inference_pb2.PredictRequest, context: Context) -> bytes:
-        async with self._models.lease(request.model, request.version) as served:
+    def Predict(self, request: inference_pb2.PredictRequest, context: Context) -> bytes:
+        with self._models.lease(request.model, request.version) as served:
             manifest = served.manifest
             batch = served.check(request.tiles, batched=True)
             extra = parameter_feeds(manifest, request.parameters)
@@ -136,7 +139,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             in_flight = self._metrics.in_flight.labels(request.model)
             in_flight.inc(len(batch))
             try:
-                results = await served.batcher.run_all([{name: t, **extra} for t in batch], deadline)
+                results = served.batcher.run_all([{name: t, **extra} for t in batch], deadline)
             finally:
                 in_flight.dec(len(batch))
             outputs = [results[0].outputs[i][None] if len(results) == 1 else np.stack([r.outputs[i] for r in results])
@@ -145,69 +148,80 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             return wire.predict_response(served.entry.name, served.entry.version, outputs, _timing(slowest))
 
     @stream_errors
-    async def StreamPredict(
-        self, requests: AsyncIterator[inference_pb2.StreamPredictRequest], context: Context, record: CallRecord
-    ) -> AsyncIterator[StreamReply]:
-        first = await anext(aiter(requests), None)
+    def StreamPredict(
+        self, requests: Iterator[inference_pb2.StreamPredictRequest], context: Context, record: CallRecord
+    ) -> Iterator[StreamReply]:
+        first = next(requests, None)
         if first is None:
             return
         if first.WhichOneof("item") != "header":
             raise InvalidArgument("the first message of a stream must be a header naming the model")
         record.model = first.header.model
-        async with self._models.lease(first.header.model, first.header.version) as served:
+        with self._models.lease(first.header.model, first.header.version) as served:
             extra = parameter_feeds(served.manifest, first.header.parameters)
             stream = _TileStream(served, extra, self._settings.max_tiles_in_flight_per_stream,
                                  _deadline(context), self._metrics)
-            async for response in stream.run(requests):
-                yield response
+            yield from stream.run(requests, context)
 
 
-_DONE = object()
+@dataclass(frozen=True)
+class _Answer:
+    """A settled tile, encoded by the stream's sender rather than under the batcher's lock."""
+
+    tile_id: int
+    outcome: TileOutputs | TilecastError
+    own_deadline: bool
 
 
 class _TileStream:
-    """One StreamPredict call: read tiles, queue each in the batcher, send results as they finish.
+    """One StreamPredict call: a reader thread queues tiles, the call's thread sends results.
 
-    At most `window` tiles are in flight; beyond that the reader stops reading, and gRPC's flow
-    control holds the client back. A result is encoded in the batcher's delivery callback, in the
-    loop turn the engine finishes, and written in the next one.
+    The reader validates each tile and queues it; at most `window` tiles are in flight, and with a
+    full window the reader waits (computing batches meanwhile) while gRPC's flow control holds the
+    client back. The call's own thread waits for results, computing whatever is queued when an engine
+    is free, so at low load it runs its own tile and sends the result itself, with no hand-off
+    between threads after the engine call. Everything the two threads share is changed under the
+    batcher's lock.
     """
 
     def __init__(self, served: Served, extra: dict[str, Array], window: int, deadline: float | None,
                  metrics: Metrics) -> None:
         assert served.batcher is not None
-        self._manifest = served.manifest
         self._version = served.entry.version
         self._check = served.check
         self._input = self._check.input_name
         self._batcher = served.batcher
         self._extra = extra
+        self._window = window
         self._deadline = deadline
-        self._in_flight = metrics.in_flight.labels(self._manifest.name)
-        self._slots = asyncio.Semaphore(window)
-        self._results: asyncio.Queue[object] = asyncio.Queue()
-        self._waiting: dict[int, Ticket] = {}  # by arrival number: a client may reuse tile ids
-        self._arrivals = itertools.count()
+        self._in_flight = metrics.in_flight.labels(served.manifest.name)
+        self._answers: collections.deque[_Answer] = collections.deque()
+        self._waiting: set[Ticket] = set()
         self._reading_done = False
+        self._failure: BaseException | None = None
+        self._stopped = False
 
-    def _done(self, arrival: int, tile_id: int, own_deadline: bool, outcome: TileOutputs | TilecastError) -> None:
-        del self._waiting[arrival]
-        self._slots.release()
-        self._in_flight.dec()
-        if isinstance(outcome, TileOutputs):
-            self._results.put_nowait(
-                wire.stream_result(tile_id, outcome.outputs, _timing(outcome), self._version))
-        elif isinstance(outcome, DeadlineExceeded) and own_deadline:  # this tile's budget ran out: answer, go on
-            message = inference_pb2.TileResult(id=tile_id, code=outcome.code.value[0], message=str(outcome))
-            self._results.put_nowait(inference_pb2.StreamPredictResponse(result=message, version=self._version))
-        else:
-            self._results.put_nowait(outcome)
-        if self._reading_done and not self._waiting:
-            self._results.put_nowait(_DONE)
-
-    async def _read(self, requests: AsyncIterator[inference_pb2.StreamPredictRequest]) -> None:
+    def run(self, requests: Iterator[inference_pb2.StreamPredictRequest], context: Context) -> Iterator[StreamReply]:
+        reader = threading.Thread(target=self._read, args=(requests,), name="stream-reader", daemon=True)
+        context.add_callback(lambda: self._batcher.notify(self._stop))  # the call ended, however it ended
+        reader.start()
         try:
-            async for request in requests:
+            while True:
+                self._batcher.wait_until(self._has_news)
+                while self._answers:
+                    yield self._encode(self._answers.popleft())
+                if self._failure is not None:
+                    raise self._failure
+                if self._stopped or (self._reading_done and not self._waiting):
+                    return
+        finally:
+            self._batcher.notify(self._abandon)
+
+    # -- the reader thread -------------------------------------------------------------------
+
+    def _read(self, requests: Iterator[inference_pb2.StreamPredictRequest]) -> None:
+        try:
+            for request in requests:
                 if request.WhichOneof("item") != "tile":
                     raise InvalidArgument("a stream carries one header, then only tiles")
                 message = request.tile
@@ -219,38 +233,61 @@ class _TileStream:
                 if budget_ms:
                     own = time.monotonic() + budget_ms / 1000
                     deadline = own if deadline is None else min(deadline, own)
-                await self._slots.acquire()
-                arrival = next(self._arrivals)
-                deliver = functools.partial(self._done, arrival, message.id, bool(budget_ms))
-                try:
-                    ticket = self._batcher.enqueue({self._input: tile, **self._extra}, deliver, deadline)
-                except BaseException:
-                    self._slots.release()
-                    raise
-                self._in_flight.inc()
-                self._waiting[arrival] = ticket
-            self._reading_done = True
-            if not self._waiting:
-                self._results.put_nowait(_DONE)
-        except Exception as exc:
-            self._results.put_nowait(exc)
-
-    async def run(self, requests: AsyncIterator[inference_pb2.StreamPredictRequest]) -> AsyncIterator[StreamReply]:
-        reader = asyncio.create_task(self._read(requests))
-        try:
-            while True:
-                item = await self._results.get()
-                if item is _DONE:
+                self._batcher.wait_until(self._has_room)
+                if self._stopped:
                     return
-                if isinstance(item, BaseException):
-                    raise item
-                assert isinstance(item, bytes | inference_pb2.StreamPredictResponse)
-                yield item
-        finally:
-            # On error or cancellation, drop this stream's queued work; other streams are untouched.
-            reader.cancel()
-            for ticket in self._waiting.values():
-                ticket.cancel()
-                self._in_flight.dec()
-            self._waiting.clear()
-            await asyncio.gather(reader, return_exceptions=True)
+                self._batcher.enqueue({self._input: tile, **self._extra},
+                                      functools.partial(self._done, message.id, bool(budget_ms)), deadline,
+                                      queued=self._queued)
+            self._batcher.notify(self._finish_reading)
+        except grpc.RpcError:  # the call ended (cancelled, or aborted by the sender): nothing to report
+            self._batcher.notify(self._stop)
+        except Exception as exc:
+            self._batcher.notify(functools.partial(self._fail, exc))
+
+    # -- the call's thread -------------------------------------------------------------------
+
+    def _encode(self, answer: _Answer) -> StreamReply:
+        outcome = answer.outcome
+        if isinstance(outcome, TileOutputs):
+            return wire.stream_result(answer.tile_id, outcome.outputs, _timing(outcome), self._version)
+        if isinstance(outcome, DeadlineExceeded) and answer.own_deadline:  # this tile's budget ran out: answer, go on
+            message = inference_pb2.TileResult(id=answer.tile_id, code=outcome.code.value[0], message=str(outcome))
+            return inference_pb2.StreamPredictResponse(result=message, version=self._version)
+        raise outcome
+
+    # -- state changes and predicates, under the batcher's lock ------------------------------
+
+    def _queued(self, ticket: Ticket) -> None:
+        self._waiting.add(ticket)
+        self._in_flight.inc()
+
+    def _done(self, tile_id: int, own_deadline: bool, ticket: Ticket, outcome: TileOutputs | TilecastError) -> None:
+        self._waiting.discard(ticket)
+        self._in_flight.dec()
+        self._answers.append(_Answer(tile_id, outcome, own_deadline))
+
+    def _has_room(self) -> bool:
+        return len(self._waiting) < self._window or self._stopped
+
+    def _has_news(self) -> bool:
+        return bool(self._answers) or self._failure is not None or self._stopped or (
+            self._reading_done and not self._waiting)
+
+    def _stop(self) -> None:
+        self._stopped = True
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+
+    def _finish_reading(self) -> None:
+        self._reading_done = True
+
+    def _abandon(self) -> None:
+        """On error or cancellation, drop this stream's queued work; other streams are untouched."""
+        self._stopped = True
+        for ticket in self._waiting:
+            ticket.cancel()  # the lock is re-entrant
+            self._in_flight.dec()
+        self._waiting.clear()

@@ -19,6 +19,7 @@ class Settings:
     max_queue_delay_ms: float = 0.0  # how long a freed instance waits for a fuller batch while another computes
     max_queue_size: int = 512  # tiles waiting per model version before RESOURCE_EXHAUSTED
     max_tiles_in_flight_per_stream: int = 64
+    max_concurrent_calls: int = 256  # calls served at once (a thread each); more get RESOURCE_EXHAUSTED
     instances: int = 1  # engine instances per model version, each with its own session
     intra_op_threads: int = 0  # engine threads per instance; 0 = cores / instances
     providers: tuple[str, ...] = PROVIDERS  # preferred engines, first available wins
@@ -38,6 +39,7 @@ class Settings:
             "max_queue_delay_ms": self.max_queue_delay_ms >= 0,
             "max_queue_size": self.max_queue_size >= 1,
             "max_tiles_in_flight_per_stream": self.max_tiles_in_flight_per_stream >= 1,
+            "max_concurrent_calls": self.max_concurrent_calls >= 1,
             "instances": self.instances >= 1,
             "intra_op_threads": self.intra_op_threads >= 0,
             "providers": bool(self.providers) and all(p in PROVIDERS for p in self.providers),

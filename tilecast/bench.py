@@ -52,7 +52,7 @@ class Report:
     echo_stream: Latency | None = None
     echo_unary: Latency | None = None
     echo_pipelined_ms_per_tile: float = 0.0
-    echo_engine_added: Latency | None = None  # echo that runs the engine in a thread: round trip - engine time
+    echo_engine_added: Latency | None = None  # echo that runs the engine before it replies: round trip - engine time
     echo_engine_unary_added: Latency | None = None
     engine: Latency | None = None  # in-process, batch 1
     stream: Latency | None = None  # round trip, one tile in flight
@@ -257,9 +257,9 @@ def show(report: Report) -> None:
                   title=f"{report.model}, tile {report.tile}, {report.threads} engine thread(s)")
     rows = [("echo stream (floor)", report.echo_stream), ("echo unary (floor)", report.echo_unary),
             ("engine in-process", report.engine), ("server stream round trip", report.stream),
-            ("echo + engine in a thread, added", report.echo_engine_added),
+            ("echo + engine in the call thread, added", report.echo_engine_added),
             ("server stream added", report.stream_added), ("server unary round trip", report.unary),
-            ("echo + engine in a thread, unary, added", report.echo_engine_unary_added),
+            ("echo + engine in the call thread, unary, added", report.echo_engine_unary_added),
             ("server unary added", report.unary_added)]
     for name, value in rows:
         if value is not None:

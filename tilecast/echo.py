@@ -1,22 +1,22 @@
 """A bare grpcio echo service: the transport floor that `tilecast bench` measures the server against.
 
-No protobuf, no batching: raw bytes in, a reply of a fixed size out, over the same grpc.aio stack the
-server uses. Run as a process: `python -m tilecast.echo --port P --reply-bytes N`.
+No protobuf, no batching: raw bytes in, a reply of a fixed size out, over the same threaded grpcio
+server the tilecast server uses. Run as a process: `python -m tilecast.echo --port P --reply-bytes N`.
 
-With `--engine model.onnx`, two more methods (stream and unary) run that model once per message in a
-worker thread before replying, and puts the engine's seconds in the reply's first 8 bytes: the floor for any
-server that keeps its event loop free while an engine computes. Both ends sleep while the engine
-runs, and waking them costs more than on a stream that never pauses.
+With `--engine model.onnx`, two more methods (stream and unary) run that model once per message in
+the call's own thread before replying, and put the engine's seconds in the reply's first 8 bytes:
+the floor for any server that computes a tile in the thread that answers it. Both ends sleep while
+the engine runs, and waking them costs more than on a stream that never pauses.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import struct
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,14 +61,14 @@ def _engine_runner(call: EngineCall) -> Callable[[], float]:
     return run
 
 
-async def serve(host: str, port: int, reply_bytes: int, engine: EngineCall | None = None) -> None:
+def serve(host: str, port: int, reply_bytes: int, engine: EngineCall | None = None) -> None:
     reply = bytes(reply_bytes)
 
-    async def unary(request: bytes, context: object) -> bytes:
+    def unary(request: bytes, context: object) -> bytes:
         return reply
 
-    async def stream(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
-        async for _ in requests:
+    def stream(requests: Iterator[bytes], context: object) -> Iterator[bytes]:
+        for _ in requests:
             yield reply
 
     methods = {
@@ -77,34 +77,29 @@ async def serve(host: str, port: int, reply_bytes: int, engine: EngineCall | Non
     }
     if engine is not None:
         run = _engine_runner(engine)
-        worker = ThreadPoolExecutor(1, thread_name_prefix="engine")
         padding = bytes(max(0, reply_bytes - ENGINE_SECONDS.size))
 
-        async def engine_reply() -> bytes:
-            seconds = await asyncio.get_running_loop().run_in_executor(worker, run)
-            return ENGINE_SECONDS.pack(seconds) + padding
+        def engine_unary(request: bytes, context: object) -> bytes:
+            return ENGINE_SECONDS.pack(run()) + padding
 
-        async def engine_unary(request: bytes, context: object) -> bytes:
-            return await engine_reply()
-
-        async def engine_stream(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
-            async for _ in requests:
-                yield await engine_reply()
+        def engine_stream(requests: Iterator[bytes], context: object) -> Iterator[bytes]:
+            for _ in requests:
+                yield ENGINE_SECONDS.pack(run()) + padding
 
         methods["EngineStream"] = grpc.stream_stream_rpc_method_handler(engine_stream)
         methods["EngineUnary"] = grpc.unary_unary_rpc_method_handler(engine_unary)
     handler = grpc.method_handlers_generic_handler(SERVICE, methods)
     limit = 256 * 1024 * 1024
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                      ("grpc.max_send_message_length", limit)])
+    server = grpc.server(ThreadPoolExecutor(16, thread_name_prefix="echo"),
+                         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
     server.add_generic_rpc_handlers([handler])
     server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    stop = asyncio.Event()
+    server.start()
+    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(0)
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop(0).wait()
 
 
 def main() -> None:
@@ -121,7 +116,7 @@ def main() -> None:
     engine = None if args.engine is None else EngineCall(
         args.engine, args.engine_input, tuple(int(s) for s in args.engine_shape.split(",")), args.engine_dtype,
         args.threads)
-    asyncio.run(serve(args.host, args.port, args.reply_bytes, engine))
+    serve(args.host, args.port, args.reply_bytes, engine)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ class OnnxRuntimeBackend:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle engine threads must not spin: on a few cores they would starve the gRPC event loop.
+        # Idle engine threads must not spin: on a few cores they would starve the gRPC threads.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         chosen = providers or [(ORT_PROVIDERS["cpu"], {})]
         try:
