@@ -5,9 +5,9 @@ have the same shapes and dtypes are stacked into one engine call of up to `max_b
 
 There are no dedicated engine threads. A thread that waits for results (`wait_until`: a stream's
 sender, a unary call, a stream's reader whose window is full) runs a batch itself whenever an
-engine instance is free and tiles are queued. At low load a stream's sender therefore computes its own tile and
-sends the result without waking any other thread: a thread hop after a long engine call costs a
-tenth of a millisecond or more on small VMs. Under load, whichever waiter gets a free instance takes
+engine instance is free and tiles are queued. At low load a stream's sender therefore computes its
+own tile and sends the result without waking any other thread: a thread hop after a long engine
+call costs a tenth of a millisecond or more on small VMs. Under load, whichever waiter gets a free instance takes
 every compatible queued tile, whichever stream it came from, and hands the others their results.
 An instance that frees up while another is still busy may wait up to `max_queue_delay` for more.
 
