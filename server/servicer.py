@@ -2,7 +2,7 @@
 
 Handlers run in the gRPC server's thread pool, one thread per call, and wait on the batchers, which
 lets the thread that will send a result compute it too (`tilecast.server.batching`). Typed errors
-become gRPC status codes here, in one place (`_handle_errors` and the two decorators).
+become gRPC status codes here, in one place (`_abort` and the two decorators).
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class _TileStream:
                     yield self._encode(self._answers.popleft())
                 if self._failure is not None:
                     raise self._failure
-                if self._stopped or (self._reading_done and not self._waiting):
+                if self._over():
                     return
         finally:
             self._batcher.notify(self._abandon)
@@ -270,9 +270,12 @@ class _TileStream:
     def _has_room(self) -> bool:
         return len(self._waiting) < self._window or self._stopped
 
+    def _over(self) -> bool:
+        """The call ended, or every tile has been read and answered."""
+        return self._stopped or (self._reading_done and not self._waiting)
+
     def _has_news(self) -> bool:
-        return bool(self._answers) or self._failure is not None or self._stopped or (
-            self._reading_done and not self._waiting)
+        return bool(self._answers) or self._failure is not None or self._over()
 
     def _stop(self) -> None:
         self._stopped = True
