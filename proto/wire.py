@@ -12,6 +12,8 @@ Wire format: https://protobuf.dev/programming-guides/encoding/ — a field is a 
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,7 +23,7 @@ from google.protobuf.message import Message
 from tilecast.proto import tensors
 from tilecast.proto.v1 import inference_pb2
 
-Part = bytes | memoryview
+Part = bytes | memoryview  # a memoryview here is always 1-D of bytes, so len() is its size
 Encoded = list[Part]  # the pieces of one message, in order, to be joined or nested
 
 _VARINT, _LENGTH = 0, 2
@@ -41,12 +43,9 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
+@functools.cache
 def _key(field: int, wire_type: int) -> bytes:
     return varint(field << 3 | wire_type)
-
-
-def _size(parts: Encoded) -> int:
-    return sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
 
 
 def _int_field(field: int, value: int) -> Encoded:
@@ -56,7 +55,7 @@ def _int_field(field: int, value: int) -> Encoded:
 
 def _nested(field: int, parts: Encoded) -> Encoded:
     """A length-delimited field around already-encoded parts (a sub-message or bytes)."""
-    return [_key(field, _LENGTH) + varint(_size(parts)), *parts]
+    return [_key(field, _LENGTH) + varint(sum(map(len, parts))), *parts]
 
 
 def _string_field(field: int, text: str) -> Encoded:
@@ -66,33 +65,58 @@ def _string_field(field: int, text: str) -> Encoded:
 
 def tensor(array: npt.NDArray[np.generic]) -> Encoded:
     """A `Tensor` message viewing the array's memory (C order, little-endian), as `tensors.encode` packs it."""
-    code, array = tensors.packed(array)
-    shape = b"".join(varint(s) for s in array.shape)
-    parts = _int_field(1, code)
-    if shape:
-        parts += [_key(2, _LENGTH) + varint(len(shape)) + shape]
-    return parts + _nested(3, [array.data.cast("B")]) if array.size else parts
+    head = _tensor_head(array.dtype, array.shape) if array.flags.c_contiguous else None
+    if head is None:  # not in C order or not little-endian: packed as it travels (a copy)
+        array = tensors.packed(array)[1]
+        head = _tensor_head(array.dtype, array.shape)
+        assert head is not None
+    return [head, array.data.cast("B")] if array.size else [head]
 
 
-def server_timing(queue_us: int, compute_us: int, batch_size: int) -> Encoded:
+@functools.lru_cache(maxsize=256)
+def _tensor_head(dtype: np.dtype[np.generic], shape: tuple[int, ...]) -> bytes | None:
+    """A Tensor's fields up to its data (dtype, shape, the data's key and length), or None for a
+    byte order that must be converted first.
+
+    A stream's results share them, and after an engine call this code runs cold: building them anew
+    for each tile cost more than all the rest of a result's encoding.
+    """
+    code = tensors.from_numpy_dtype(dtype)
+    if dtype != tensors.to_numpy_dtype(code):
+        return None
+    nbytes = math.prod(shape) * dtype.itemsize
+    packed_shape = b"".join(varint(s) for s in shape)
+    head = _int_field(1, code)
+    if packed_shape:
+        head += [_key(2, _LENGTH) + varint(len(packed_shape)) + packed_shape]
+    if nbytes:
+        head += [_key(3, _LENGTH) + varint(nbytes)]
+    return b"".join(head)
+
+
+Timing = tuple[int, int, int]  # a `ServerTiming`: queue_us, compute_us, batch_size
+
+
+def _timing(timing: Timing) -> Encoded:
+    queue_us, compute_us, batch_size = timing
     return _int_field(1, queue_us) + _int_field(2, compute_us) + _int_field(3, batch_size)
 
 
-def stream_result(tile_id: int, outputs: Sequence[npt.NDArray[np.generic]], timing: Encoded, version: int) -> bytes:
+def stream_result(tile_id: int, outputs: Sequence[npt.NDArray[np.generic]], timing: Timing, version: int) -> bytes:
     """A serialised `StreamPredictResponse` with one successful `TileResult`."""
     result = _int_field(1, tile_id)
     for array in outputs:
         result += _nested(2, tensor(array))
-    result += _nested(3, timing)
+    result += _nested(3, _timing(timing))
     return b"".join(_nested(1, result) + _int_field(2, version))
 
 
-def predict_response(model: str, version: int, outputs: Sequence[npt.NDArray[np.generic]], timing: Encoded) -> bytes:
+def predict_response(model: str, version: int, outputs: Sequence[npt.NDArray[np.generic]], timing: Timing) -> bytes:
     """A serialised `PredictResponse`: each output with the batch axis first."""
     parts = _string_field(1, model) + _int_field(2, version)
     for array in outputs:
         parts += _nested(3, tensor(array))
-    return b"".join(parts + _nested(4, timing))
+    return b"".join(parts + _nested(4, _timing(timing)))
 
 
 def predict_request(model: str, version: int, batch: npt.NDArray[np.generic],

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from tilecast.proto import wire
+from tilecast.proto import tile_reader, wire
 from tilecast.proto.v1 import inference_pb2
 from tilecast.server.metrics import Metrics
 from tilecast.server.models import ModelManager
@@ -31,14 +31,17 @@ SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.Health
 
 def add_inference_service(servicer: InferenceServicer, server: grpc.Server) -> None:
     """Register the Inference methods as the generated code would, but with a serializer that also
-    passes through responses the servicer has already encoded (`tilecast.proto.wire`)."""
+    passes through responses the servicer has already encoded (`tilecast.proto.wire`), and streamed
+    tiles read without copying their pixels (`tilecast.proto.tile_reader`)."""
     handlers = {}
     for method in inference_pb2.DESCRIPTOR.services_by_name["Inference"].methods:
         make = {(False, False): grpc.unary_unary_rpc_method_handler,
                 (True, True): grpc.stream_stream_rpc_method_handler}[
             (method.client_streaming, method.server_streaming)]
-        handlers[method.name] = make(getattr(servicer, method.name),
-                                     request_deserializer=getattr(inference_pb2, method.input_type.name).FromString,
+        parse = getattr(inference_pb2, method.input_type.name).FromString
+        if method.name == "StreamPredict":
+            parse = tile_reader.read_stream_request
+        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=parse,
                                      response_serializer=wire.serialize)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -13,6 +13,11 @@ An instance that frees up while another is still busy may wait up to `max_queue_
 
 All state is guarded by one condition; waiters' predicates are checked under it, and delivery
 callbacks run under it, so they must be quick (append, count) and must not block.
+
+The path from an engine call's return to the result's send is kept short: after tens of
+milliseconds in the engine every Python function runs cold (several microseconds each on a small
+VM), so a finished batch only settles its tiles and notes itself in a book; `keep_books()`, which a
+sender calls after sending, brings `stats` and the metrics up to date.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import collections
 import contextlib
 import functools
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,7 +49,7 @@ def _batch_key(sample: Feeds) -> BatchKey:
     return tuple((name, a.shape, a.dtype.str) for name, a in sorted(sample.items()))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TileOutputs:
     """One tile's outputs (without the batch axis) and where its time went."""
 
@@ -56,6 +62,9 @@ class TileOutputs:
 class BatchObserver(Protocol):
     """Receives what a metrics exporter needs; the batcher knows nothing of Prometheus."""
 
+    def track(self, batcher: DynamicBatcher) -> None:
+        """Read `batcher.in_flight` when metrics are collected (not on every tile)."""
+
     def batch_done(self, size: int, queue_seconds: Sequence[float], compute_seconds: float) -> None: ...
 
     def batch_failed(self, size: int) -> None: ...
@@ -64,7 +73,7 @@ class BatchObserver(Protocol):
 Deliver = Callable[["Ticket", TileOutputs | TilecastError], object]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Ticket:
     """One queued tile. `cancel()` drops it: it leaves the queue, or its result is discarded."""
 
@@ -90,7 +99,7 @@ class Ticket:
 
 @dataclass
 class BatchStats:
-    """Counters a test or a log line can read."""
+    """Counters a test or a log line can read, brought up to date by `keep_books()`."""
 
     batches: int = 0
     tiles: int = 0
@@ -98,10 +107,17 @@ class BatchStats:
     batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
     expired: int = 0
 
+    def count(self, done: _Done) -> None:
+        if not done.failed:
+            self.batches += 1
+            self.tiles += done.size
+            self.largest_batch = max(self.largest_batch, done.size)
+            self.batch_sizes[done.size] += 1
 
-@dataclass
+
+@dataclass(slots=True)
 class _Done:
-    """What one engine call did, recorded once the lock is released."""
+    """What one engine call did, for `stats` and the observer: counted by `keep_books()`."""
 
     size: int
     waits: list[float]
@@ -129,9 +145,18 @@ class DynamicBatcher:
         self._name = name
         self._observer = observer
         self._pending: collections.deque[Ticket] = collections.deque()
-        self._cond = threading.Condition()
+        self._computing = 0  # tiles in engine calls now
+        self._books: list[_Done] = []  # finished batches the observer has not been told of
+        # `with self._lock` rather than `with self._cond`: the same lock, without the Condition's
+        # Python-level __enter__/__exit__ (after an engine call every Python function runs cold,
+        # and each one costs microseconds of the tile's latency).
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._sleepers = 0  # threads in self._cond.wait(): nobody to notify when there are none
         self._closed = False
         self.stats = BatchStats()
+        if observer is not None:
+            observer.track(self)
 
     @property
     def queued(self) -> int:
@@ -141,6 +166,11 @@ class DynamicBatcher:
     def runnable(self) -> bool:
         """Tiles wait and an engine instance is free (read under the lock to act on it)."""
         return bool(self._pending) and bool(self._free)
+
+    @property
+    def in_flight(self) -> int:
+        """Tiles queued or being computed."""
+        return len(self._pending) + self._computing
 
     @property
     def busy(self) -> int:
@@ -153,7 +183,7 @@ class DynamicBatcher:
         `queued` sees the ticket under the lock, before any thread can compute it, so a caller can
         track it before its delivery can come.
         """
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise Unavailable(f"model {self._name} is being unloaded; retry")
             if len(self._pending) >= self._max_queue:
@@ -165,12 +195,13 @@ class DynamicBatcher:
             if queued is not None:
                 queued(ticket)
             self._pending.append(ticket)
-            self._cond.notify_all()
+            if self._sleepers:
+                self._cond.notify_all()
         return ticket
 
     def forget(self, ticket: Ticket) -> None:
         """A cancelled tile leaves the queue at once, so it neither runs nor counts against the limit."""
-        with self._cond:
+        with self._lock:
             if ticket.settled:
                 return
             ticket.settled = True
@@ -179,34 +210,54 @@ class DynamicBatcher:
 
     def notify(self, change: Callable[[], object] | None = None) -> None:
         """Apply `change` under the lock (if given) and wake every waiter to recheck its predicate."""
-        with self._cond:
+        with self._lock:
             if change is not None:
                 change()
-            self._cond.notify_all()
+            if self._sleepers:
+                self._cond.notify_all()
 
-    def wait_until(self, ready: Callable[[], bool], timeout: float | None = None) -> bool:
+    def wait_until(self, ready: Callable[[], bool], timeout: float | None = None, *,
+                   keep_books: bool = True) -> bool:
         """Block until `ready()` holds (checked under the lock), computing queued batches meanwhile.
 
-        Returns False if `timeout` seconds pass first.
+        Returns False if `timeout` seconds pass first. With `keep_books=False`, `stats` and the
+        observer hear of the batches computed here only at the next `keep_books()`: a caller about
+        to send a result calls it after the send, so bookkeeping adds nothing to the tile's latency.
         """
         end = None if timeout is None else time.monotonic() + timeout
-        done: list[_Done] = []
         try:
-            with self._cond:
+            with self._lock:
                 while not ready():
                     if self.runnable:
-                        done.append(self._run_one())
+                        self._run_one()
                         continue
                     left = None if end is None else end - time.monotonic()
                     if left is not None and left <= 0:
                         return False
-                    self._cond.wait(left)
+                    self._sleep(left)
                 return True
         finally:
-            for record in done:  # bookkeeping after the lock, so it delays no one's results
-                self._record(record)
+            if keep_books:
+                self.keep_books()
 
-    def run_all(self, samples: Sequence[Feeds], deadline: float | None = None) -> list[TileOutputs]:
+    def keep_books(self) -> None:
+        """Count the batches finished so far in `stats` and tell the observer (outside the lock)."""
+        if not self._books:
+            return
+        with self._lock:
+            books, self._books = self._books, []
+            for done in books:
+                self.stats.count(done)
+        if self._observer is None:
+            return
+        for done in books:
+            if done.failed:
+                self._observer.batch_failed(done.size)
+            else:
+                self._observer.batch_done(done.size, done.waits, done.compute)
+
+    def run_all(self, samples: Sequence[Feeds], deadline: float | None = None, *,
+                keep_books: bool = True) -> list[TileOutputs]:
         """Queue several tiles and wait for all their outputs, in order; the first error fails them all."""
         results: list[TileOutputs | None] = [None] * len(samples)
         failure: list[TilecastError] = []
@@ -221,7 +272,7 @@ class DynamicBatcher:
         try:
             for index, sample in enumerate(samples):
                 tickets.append(self.enqueue(sample, functools.partial(deliver, index), deadline))
-            self.wait_until(lambda: bool(failure) or all(r is not None for r in results))
+            self.wait_until(lambda: bool(failure) or all(r is not None for r in results), keep_books=keep_books)
         finally:
             for ticket in tickets:
                 ticket.cancel()  # a no-op once delivered
@@ -235,33 +286,45 @@ class DynamicBatcher:
 
     def close(self) -> None:
         """Refuse new tiles and finish the queued ones."""
-        with self._cond:
+        with self._lock:
             self._closed = True
         self.drain()
 
+    def _sleep(self, timeout: float | None) -> None:
+        """Wait for a notification (with the lock held, as Condition.wait wants)."""
+        self._sleepers += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._sleepers -= 1
+
     # -- computing, in whichever thread waits ----------------------------------------------
 
-    def _run_one(self) -> _Done:
+    def _run_one(self) -> None:
         """Take a free instance, then a batch, and compute it. Called and returns with the lock held."""
         run = self._free.pop()
         try:
             if self._delay and self.busy > 1 and len(self._pending) < self._max_batch:
                 until = time.monotonic() + self._delay
                 while len(self._pending) < self._max_batch and (left := until - time.monotonic()) > 0:
-                    self._cond.wait(left)
+                    self._sleep(left)
             batch, expired = self._take_batch()
-            self._expire(expired)
+            if expired:
+                self._expire(expired)
             if not batch:
-                return _Done(0, [], 0.0, False)
-            self._cond.release()
+                return
+            self._computing += len(batch)
+            self._lock.release()
             try:
                 outputs, started, compute = self._compute(run, batch)
             finally:
-                self._cond.acquire()
-            return self._finish(batch, outputs, started, compute)
+                self._lock.acquire()
+                self._computing -= len(batch)
+            self._finish(batch, outputs, started, compute)
         finally:
             self._free.append(run)
-            self._cond.notify_all()
+            if self._sleepers:
+                self._cond.notify_all()
 
     def _take_batch(self) -> tuple[list[Ticket], list[Ticket]]:
         """Pop up to max_batch live requests with the first one's key, and the expired ones."""
@@ -308,25 +371,14 @@ class DynamicBatcher:
                 f"model {self._name}: deadline passed after {now - request.queued_at:.3f} s in the queue"))
 
     def _finish(self, batch: list[Ticket], outputs: list[Array] | TilecastError, started: float,
-                compute: float) -> _Done:
+                compute: float) -> None:
         if isinstance(outputs, TilecastError):
             for request in batch:
                 request.settle(outputs)
-            return _Done(len(batch), [], compute, True)
-        waits = [started - r.queued_at for r in batch]
-        for i, request in enumerate(batch):
-            request.settle(TileOutputs([out[i] for out in outputs], waits[i], compute, len(batch)))
-        s = self.stats
-        s.batches += 1
-        s.tiles += len(batch)
-        s.largest_batch = max(s.largest_batch, len(batch))
-        s.batch_sizes[len(batch)] += 1
-        return _Done(len(batch), waits, compute, False)
-
-    def _record(self, done: _Done) -> None:
-        if self._observer is None or not done.size:
+            self._books.append(_Done(len(batch), [], compute, True))
             return
-        if done.failed:
-            self._observer.batch_failed(done.size)
-        else:
-            self._observer.batch_done(done.size, done.waits, done.compute)
+        size, waits = len(batch), []
+        for i, request in enumerate(batch):  # loops, not comprehensions: each of those is a function call
+            waits.append(started - request.queued_at)
+            request.settle(TileOutputs(list(map(operator.itemgetter(i), outputs)), waits[-1], compute, size))
+        self._books.append(_Done(size, waits, compute, False))

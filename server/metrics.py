@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -10,6 +12,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 TIME_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 STATES = ("ready", "loading", "failed", "unloading")
+
+
+class InFlight(Protocol):
+    @property
+    def in_flight(self) -> int: ...
 
 
 class Metrics:
@@ -26,11 +33,13 @@ class Metrics:
                                          ["model"], buckets=TIME_BUCKETS, registry=r)
         self.batch_size = Histogram("tilecast_batch_size", "Tiles per engine call", ["model"],
                                     buckets=BATCH_BUCKETS, registry=r)
-        self.in_flight = Gauge("tilecast_tiles_in_flight", "Tiles received and not yet answered", ["model"],
+        self.in_flight = Gauge("tilecast_tiles_in_flight", "Tiles queued for or in an engine call", ["model"],
                                registry=r)
         self.model_state = Gauge("tilecast_model_state", "1 for the state each model version is in",
                                  ["model", "version", "state"], registry=r)
         self._http: WSGIServer | None = None
+        # Read when scraped, so counting tiles in flight costs the hot path nothing.
+        self._in_flight_sources: dict[str, weakref.WeakSet[InFlight]] = {}
 
     def serve_http(self, host: str, port: int) -> int:
         """Expose /metrics; returns the bound port (0 picks a free one)."""
@@ -54,16 +63,29 @@ class Metrics:
     def observer(self, model: str) -> ModelObserver:
         return ModelObserver(self, model)
 
+    def count_in_flight(self, model: str, source: InFlight) -> None:
+        """Add a batcher's tiles to the model's in-flight gauge (until the batcher is gone)."""
+        if model not in self._in_flight_sources:
+            sources: weakref.WeakSet[InFlight] = weakref.WeakSet()
+            self._in_flight_sources[model] = sources
+            self.in_flight.labels(model).set_function(lambda: sum(s.in_flight for s in list(sources)))
+        self._in_flight_sources[model].add(source)
+
 
 class ModelObserver:
     """The batcher's view of the metrics for one model."""
 
     def __init__(self, metrics: Metrics, model: str) -> None:
+        self._metrics = metrics
+        self._model = model
         self._queue = metrics.queue_seconds.labels(model)
         self._compute = metrics.compute_seconds.labels(model)
         self._batch = metrics.batch_size.labels(model)
         self._tiles = metrics.tiles.labels(model)
         self._failed = metrics.failed_tiles.labels(model)
+
+    def track(self, batcher: InFlight) -> None:
+        self._metrics.count_in_flight(self._model, batcher)
 
     def batch_done(self, size: int, queue_seconds: Sequence[float], compute_seconds: float) -> None:
         self._batch.observe(size)

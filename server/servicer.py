@@ -21,6 +21,7 @@ import numpy as np
 
 from tilecast.proto import wire
 from tilecast.proto.errors import DeadlineExceeded, InvalidArgument, TilecastError
+from tilecast.proto.tile_reader import TileView
 from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc
 from tilecast.server.backends.base import Array
 from tilecast.server.batching import Ticket, TileOutputs
@@ -31,7 +32,9 @@ from tilecast.server.validation import parameter_feeds
 
 log = logging.getLogger(__name__)
 
-# A stream's results go out pre-encoded (`tilecast.proto.wire`); other answers as messages.
+# A stream's tiles come in as views of the received bytes (`tilecast.proto.tile_reader`), its results
+# go out pre-encoded (`tilecast.proto.wire`); other messages as the generated classes.
+StreamRequest: TypeAlias = TileView | inference_pb2.StreamPredictRequest
 StreamReply: TypeAlias = bytes | inference_pb2.StreamPredictResponse
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -63,7 +66,11 @@ def unary_errors(
             code = exc.code.name if isinstance(exc, TilecastError) else "INTERNAL"
             _abort(context, exc)
         finally:
-            self.count(_model_of(request), handler.__name__, code)
+            # Counted once the answer is out (the callback runs after the status is sent), unless
+            # the call has already ended.
+            count = functools.partial(self.count, _model_of(request), handler.__name__, code)
+            if not context.add_callback(count):
+                count()
 
     return wrapper
 
@@ -103,8 +110,8 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def _timing(result: TileOutputs) -> wire.Encoded:
-    return wire.server_timing(int(result.queue_seconds * 1e6), int(result.compute_seconds * 1e6), result.batch_size)
+def _timing(result: TileOutputs) -> wire.Timing:
+    return int(result.queue_seconds * 1e6), int(result.compute_seconds * 1e6), result.batch_size
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
@@ -136,12 +143,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             extra = parameter_feeds(manifest, request.parameters)
             name, deadline = served.check.input_name, _deadline(context)
             assert served.batcher is not None  # a resolved version is ready
-            in_flight = self._metrics.in_flight.labels(request.model)
-            in_flight.inc(len(batch))
-            try:
-                results = served.batcher.run_all([{name: t, **extra} for t in batch], deadline)
-            finally:
-                in_flight.dec(len(batch))
+            later = context.add_callback(served.batcher.keep_books)  # metrics once the answer is sent
+            results = served.batcher.run_all([{name: t, **extra} for t in batch], deadline, keep_books=not later)
             outputs = [results[0].outputs[i][None] if len(results) == 1 else np.stack([r.outputs[i] for r in results])
                        for i in range(len(results[0].outputs))]
             slowest = max(results, key=lambda r: r.queue_seconds + r.compute_seconds)
@@ -149,22 +152,21 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     @stream_errors
     def StreamPredict(
-        self, requests: Iterator[inference_pb2.StreamPredictRequest], context: Context, record: CallRecord
+        self, requests: Iterator[StreamRequest], context: Context, record: CallRecord
     ) -> Iterator[StreamReply]:
         first = next(requests, None)
         if first is None:
             return
-        if first.WhichOneof("item") != "header":
+        if isinstance(first, TileView) or first.WhichOneof("item") != "header":
             raise InvalidArgument("the first message of a stream must be a header naming the model")
         record.model = first.header.model
         with self._models.lease(first.header.model, first.header.version) as served:
             extra = parameter_feeds(served.manifest, first.header.parameters)
-            stream = _TileStream(served, extra, self._settings.max_tiles_in_flight_per_stream,
-                                 _deadline(context), self._metrics)
+            stream = _TileStream(served, extra, self._settings.max_tiles_in_flight_per_stream, _deadline(context))
             yield from stream.run(requests, context)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Answer:
     """A settled tile, encoded by the stream's sender rather than under the batcher's lock."""
 
@@ -184,8 +186,7 @@ class _TileStream:
     batcher's lock.
     """
 
-    def __init__(self, served: Served, extra: dict[str, Array], window: int, deadline: float | None,
-                 metrics: Metrics) -> None:
+    def __init__(self, served: Served, extra: dict[str, Array], window: int, deadline: float | None) -> None:
         assert served.batcher is not None
         self._version = served.entry.version
         self._check = served.check
@@ -194,22 +195,22 @@ class _TileStream:
         self._extra = extra
         self._window = window
         self._deadline = deadline
-        self._in_flight = metrics.in_flight.labels(served.manifest.name)
         self._answers: collections.deque[_Answer] = collections.deque()
         self._waiting: set[Ticket] = set()
         self._reading_done = False
         self._failure: BaseException | None = None
         self._stopped = False
 
-    def run(self, requests: Iterator[inference_pb2.StreamPredictRequest], context: Context) -> Iterator[StreamReply]:
+    def run(self, requests: Iterator[StreamRequest], context: Context) -> Iterator[StreamReply]:
         reader = threading.Thread(target=self._read, args=(requests,), name="stream-reader", daemon=True)
         context.add_callback(lambda: self._batcher.notify(self._stop))  # the call ended, however it ended
         reader.start()
         try:
             while True:
-                self._batcher.wait_until(self._has_news)
+                self._batcher.wait_until(self._has_news, keep_books=False)
                 while self._answers:
                     yield self._encode(self._answers.popleft())
+                self._batcher.keep_books()  # after the sends: metrics must not delay a result
                 if self._failure is not None:
                     raise self._failure
                 if self._over():
@@ -219,21 +220,25 @@ class _TileStream:
 
     # -- the reader thread -------------------------------------------------------------------
 
-    def _read(self, requests: Iterator[inference_pb2.StreamPredictRequest]) -> None:
+    def _read(self, requests: Iterator[StreamRequest]) -> None:
         try:
             for request in requests:
-                if request.WhichOneof("item") != "tile":
+                if isinstance(request, TileView):
+                    message = request
+                elif request.WhichOneof("item") == "tile":
+                    message = TileView.of(request.tile)
+                else:
                     raise InvalidArgument("a stream carries one header, then only tiles")
-                message = request.tile
                 try:
-                    tile = self._check(message.tensor, batched=False)
+                    tile = self._check.view(message.dtype, message.shape, message.data, batched=False)
                 except InvalidArgument as exc:
                     raise InvalidArgument(f"tile {message.id}: {exc}") from exc
                 deadline, budget_ms = self._deadline, message.deadline_ms
                 if budget_ms:
                     own = time.monotonic() + budget_ms / 1000
                     deadline = own if deadline is None else min(deadline, own)
-                self._batcher.wait_until(self._has_room)
+                if not self._has_room():  # read without the lock: only this thread adds to the window
+                    self._batcher.wait_until(self._has_room)
                 if self._stopped:
                     return
                 self._batcher.enqueue({self._input: tile, **self._extra},
@@ -260,11 +265,9 @@ class _TileStream:
 
     def _queued(self, ticket: Ticket) -> None:
         self._waiting.add(ticket)
-        self._in_flight.inc()
 
     def _done(self, tile_id: int, own_deadline: bool, ticket: Ticket, outcome: TileOutputs | TilecastError) -> None:
         self._waiting.discard(ticket)
-        self._in_flight.dec()
         self._answers.append(_Answer(tile_id, outcome, own_deadline))
 
     def _has_room(self) -> bool:
@@ -292,5 +295,4 @@ class _TileStream:
         self._stopped = True
         for ticket in self._waiting:
             ticket.cancel()  # the lock is re-entrant
-            self._in_flight.dec()
         self._waiting.clear()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -26,6 +27,8 @@ class TileCheck:
     max_edge: int
     multiple: int
     max_batch: int
+    # (dtype, shape, batched) forms that passed every check; shared by the threads of all calls
+    _accepted: set[tuple[int, tuple[int, ...], bool]] = field(default_factory=set, compare=False, repr=False)
 
     @staticmethod
     def of(manifest: manifest_pb2.ModelManifest) -> TileCheck:
@@ -49,34 +52,43 @@ class TileCheck:
 
     def __call__(self, tensor: inference_pb2.Tensor, *, batched: bool) -> Array:
         """Validate an HWC tile (or NHWC batch) and view it as an array."""
+        return self.view(tensor.dtype, tuple(tensor.shape), tensor.data, batched=batched)
+
+    def view(self, dtype: int, shape: tuple[int, ...], data: bytes | memoryview, *, batched: bool) -> Array:
+        """Validate a tile given by its parts and view its bytes as an array (no copy)."""
+        form = (dtype, shape, batched)
+        if form not in self._accepted:  # a stream's tiles share a form: check it once
+            self._check_form(dtype, shape, batched)
+            if len(self._accepted) < 64:
+                self._accepted.add(form)
+        want = math.prod(shape) * self.dtype.itemsize
+        if len(data) != want:
+            raise InvalidArgument(
+                f"model {self.model}: tensor of shape {list(shape)} and dtype {self.dtype.name} "
+                f"needs {want} bytes, received {len(data)}"
+            )
+        return np.frombuffer(data, dtype=self.dtype).reshape(shape)
+
+    def _check_form(self, dtype: int, shape: tuple[int, ...], batched: bool) -> None:
         model = self.model
-        if tensor.dtype != self.dtype_code:
+        if dtype != self.dtype_code:
             raise InvalidArgument(
                 f"model {model}: input {self.input_name!r} expects dtype {self.dtype.name}, "
-                f"received {tensors.dtype_name(tensor.dtype)}"
+                f"received {tensors.dtype_name(cast(tensors.DType, dtype))}"
             )
-        shape = list(tensor.shape)
         layout = "NHWC" if batched else "HWC"
         if len(shape) != len(layout):
             raise InvalidArgument(
-                f"model {model}: tiles must be {layout} arrays of rank {len(layout)}, received shape {shape}"
+                f"model {model}: tiles must be {layout} arrays of rank {len(layout)}, received shape {list(shape)}"
             )
         if shape[-1] != self.channels:
             raise InvalidArgument(
                 f"model {model}: input {self.input_name!r} expects {self.channels} channels, received {shape[-1]} "
-                f"(shape {shape}, layout {layout})"
+                f"(shape {list(shape)}, layout {layout})"
             )
         if batched and not 1 <= shape[0] <= self.max_batch:
             raise InvalidArgument(f"model {model}: batch of {shape[0]} tiles; send 1..{self.max_batch} per call")
         self._check_edges(shape[-3], shape[-2])
-        data = tensor.data  # each read of a bytes field copies it
-        want = math.prod(shape) * self.dtype.itemsize
-        if len(data) != want:
-            raise InvalidArgument(
-                f"model {model}: tensor of shape {shape} and dtype {self.dtype.name} "
-                f"needs {want} bytes, received {len(data)}"
-            )
-        return np.frombuffer(data, dtype=self.dtype).reshape(shape)
 
 
 def parameter_feeds(

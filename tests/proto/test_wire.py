@@ -30,7 +30,7 @@ def test_tensor_is_byte_identical(array: np.ndarray, strided: bool) -> None:
 @given(uint64, st.lists(arrays, max_size=3), int64, int64, int32, int64)
 def test_stream_result_parses_as_the_message(tile_id: int, outputs: list[np.ndarray], queue_us: int,
                                               compute_us: int, batch: int, version: int) -> None:
-    encoded = wire.stream_result(tile_id, outputs, wire.server_timing(queue_us, compute_us, batch), version)
+    encoded = wire.stream_result(tile_id, outputs, (queue_us, compute_us, batch), version)
     expected = inference_pb2.StreamPredictResponse(
         result=inference_pb2.TileResult(
             id=tile_id, outputs=[tensors.encode(a) for a in outputs],
@@ -53,7 +53,7 @@ def test_predict_messages(model: str, version: int, outputs: list[np.ndarray], l
     timing = inference_pb2.ServerTiming(queue_us=5, compute_us=7, batch_size=len(outputs))
     response = inference_pb2.PredictResponse(model=model, version=version,
                                              outputs=[tensors.encode(a) for a in outputs], timing=timing)
-    encoded = wire.predict_response(model, version, outputs, wire.server_timing(5, 7, len(outputs)))
+    encoded = wire.predict_response(model, version, outputs, (5, 7, len(outputs)))
     assert encoded == response.SerializeToString()
 
     batch = np.zeros((1, 4, 4, 3), np.uint8)

@@ -10,6 +10,7 @@ import pytest
 
 from tilecast.proto.errors import Unavailable
 from tilecast.server.batching import DynamicBatcher, Feeds
+from tilecast.server.metrics import Metrics
 
 
 class RecordingEngine:
@@ -78,3 +79,20 @@ def test_a_closed_batcher_finishes_its_queue_and_refuses_more() -> None:
     assert len(delivered) == 3 and batcher.queued == 0
     with pytest.raises(Unavailable, match="being unloaded"):
         batcher.enqueue({"x": np.zeros(1)}, lambda _ticket, _outcome: None)
+
+
+def test_bookkeeping_can_wait_until_the_results_are_sent() -> None:
+    metrics = Metrics()
+    batcher = DynamicBatcher([RecordingEngine()], max_batch_size=4, max_queue_size=8, name="m",
+                             observer=metrics.observer("m"))
+
+    def tiles_counted() -> float | None:
+        return metrics.registry.get_sample_value("tilecast_tiles_total", {"model": "m"})
+
+    batcher.run_all([{"x": np.ones(2)}], keep_books=False)
+    assert batcher.stats.tiles == 0 and tiles_counted() == 0
+    batcher.keep_books()  # what a stream's sender calls once it has sent
+    assert (batcher.stats.batches, batcher.stats.tiles, tiles_counted()) == (1, 1, 1)
+    batcher.run_all([{"x": np.ones(2)}, {"x": np.ones(2)}])  # by default, counted before it returns
+    assert (batcher.stats.batches, batcher.stats.tiles, tiles_counted()) == (2, 3, 3)
+    assert batcher.in_flight == 0

@@ -122,6 +122,17 @@ def test_deadline_passed_in_queue_is_not_computed(model_repository: Path) -> Non
         assert stats.stats.tiles == BACKLOG, "the late tile was computed although nobody waited for it"
 
 
+def test_tiles_in_flight_are_counted_while_queued_and_none_after(model_repository: Path) -> None:
+    with ServerThread(local_settings(model_repository, max_batch_size=1)) as server, \
+            Client(f"127.0.0.1:{server.port}") as client:
+        backlog = queue_backlog(client, seed=9)
+        during = metric(scrape(server), "tilecast_tiles_in_flight", model=RGB_MODEL)
+        backlog.join(timeout=120)
+        after = metric(scrape(server), "tilecast_tiles_in_flight", model=RGB_MODEL)
+    assert 1 <= during <= BACKLOG
+    assert after == 0
+
+
 def test_tile_deadline_answers_that_tile_and_the_stream_goes_on(model_repository: Path, tmp_path: Path) -> None:
     import tifffile
 
