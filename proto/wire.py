@@ -78,8 +78,8 @@ def _tensor_head(dtype: np.dtype[np.generic], shape: tuple[int, ...]) -> bytes |
     """A Tensor's fields up to its data (dtype, shape, the data's key and length), or None for a
     byte order that must be converted first.
 
-    A stream's results share them, and after an engine call this code runs cold: building them anew
-    for each tile cost more than all the rest of a result's encoding.
+    A stream's results share them; cached, a result's encoding (which runs cold, right after an
+    engine call) is a few calls and one copy of the pixels.
     """
     code = tensors.from_numpy_dtype(dtype)
     if dtype != tensors.to_numpy_dtype(code):

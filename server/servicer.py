@@ -237,8 +237,7 @@ class _TileStream:
                 if budget_ms:
                     own = time.monotonic() + budget_ms / 1000
                     deadline = own if deadline is None else min(deadline, own)
-                if not self._has_room():  # read without the lock: only this thread adds to the window
-                    self._batcher.wait_until(self._has_room)
+                self._batcher.wait_until(self._has_room)
                 if self._stopped:
                     return
                 self._batcher.enqueue({self._input: tile, **self._extra},
