@@ -146,7 +146,7 @@ class DynamicBatcher:
         self._observer = observer
         self._pending: collections.deque[Ticket] = collections.deque()
         self._computing = 0  # tiles in engine calls now
-        self._books: list[_Done] = []  # finished batches the observer has not been told of
+        self._books: list[_Done] = []  # finished batches not yet counted in stats and metrics
         # `with self._lock` rather than `with self._cond`: the same lock, without the Condition's
         # Python-level __enter__/__exit__ (after an engine call every Python function runs cold,
         # and each one costs microseconds of the tile's latency).

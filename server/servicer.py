@@ -217,6 +217,7 @@ class _TileStream:
                     return
         finally:
             self._batcher.notify(self._abandon)
+            self._batcher.keep_books()  # also when the stream failed or was cancelled between sends
 
     # -- the reader thread -------------------------------------------------------------------
 
