@@ -189,6 +189,100 @@ def test_cancelled_stream_frees_its_queued_work(server: ServerThread) -> None:
     assert batcher.stats.tiles - before < 60, "cancelled tiles were computed anyway"
 
 
+def stream_readers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "stream-reader"}
+
+
+def paced_stream(client: Client, inputs: dict[int, np.ndarray], pause_s: float,
+                 burst_every: int = 0) -> tuple[dict[int, np.ndarray], set[threading.Thread]]:
+    """Send each tile `pause_s` after every earlier tile is answered (as a microscope sends what it
+    acquires), or, with `burst_every`, alternate that with runs of tiles sent at once. Returns the
+    answers by id, and the stream reader threads that appeared while it ran."""
+    before = stream_readers()
+    seen: set[threading.Thread] = set()
+    answered = threading.Condition()
+    count = sent = 0
+
+    def caught_up() -> bool:
+        return count == sent
+
+    def source() -> Iterator[tuple[int, np.ndarray]]:
+        nonlocal sent
+        for i, tile in inputs.items():
+            if not (burst_every and (i // burst_every) % 2):
+                with answered:
+                    assert answered.wait_for(caught_up, timeout=60)
+                time.sleep(pause_s)
+            sent += 1
+            yield i, tile
+
+    got: dict[int, np.ndarray] = {}
+    for reply in client.stream(RGB_MODEL, source(), window=len(inputs)):
+        seen |= stream_readers() - before
+        got[reply.id] = reply.outputs[0]
+        with answered:
+            count += 1
+            answered.notify_all()
+    return got, seen
+
+
+def test_tiles_sent_one_at_a_time_are_read_by_the_call_thread(server: ServerThread, model_repository: Path) -> None:
+    inputs = tiles(10, seed=11)
+    with Client(f"127.0.0.1:{server.port}") as client:
+        got, readers = paced_stream(client, inputs, pause_s=0.02)
+    assert readers == set(), "a stream of tiles sent one at a time started a reader thread"
+    expected = in_process(model_repository, np.stack(list(inputs.values())))
+    assert sorted(got) == list(inputs)
+    for i in inputs:
+        np.testing.assert_array_equal(got[i], expected[i], err_msg=f"tile {i}")
+
+
+def test_tiles_sent_ahead_are_read_while_the_engine_computes(model_repository: Path) -> None:
+    with ServerThread(local_settings(model_repository)) as server, Client(f"127.0.0.1:{server.port}") as client:
+        batcher = server.server.models.resolve(RGB_MODEL).batcher
+        assert batcher is not None
+        inputs = tiles(32, seed=12, shape=(256, 256, 3))
+        got = {r.id: r.outputs[0] for r in client.stream(RGB_MODEL, inputs.items(), window=32)}
+        assert sorted(got) == list(inputs)
+        assert batcher.stats.largest_batch > 1, "one stream's tiles sent ahead were never batched"
+
+
+def test_a_stream_changing_pace_gets_every_answer(server: ServerThread, model_repository: Path) -> None:
+    inputs = tiles(40, seed=13)
+    with Client(f"127.0.0.1:{server.port}") as client:
+        got, _ = paced_stream(client, inputs, pause_s=0.005, burst_every=5)
+    expected = in_process(model_repository, np.stack(list(inputs.values())))
+    assert sorted(got) == list(inputs)
+    for i in inputs:
+        np.testing.assert_array_equal(got[i], expected[i], err_msg=f"tile {i}")
+
+
+def test_stream_cancelled_while_the_server_waits_for_a_tile(server: ServerThread) -> None:
+    batcher = server.server.models.resolve(RGB_MODEL).batcher
+    assert batcher is not None
+    with Client(f"127.0.0.1:{server.port}") as client:
+        more = threading.Event()
+
+        def source() -> Iterator[tuple[int, np.ndarray]]:
+            yield 0, tiles(1, seed=14)[0]
+            more.wait(timeout=30)  # the client holds the stream open, sending nothing
+
+        replies = client.stream(RGB_MODEL, source())
+        assert next(replies).id == 0
+        time.sleep(0.1)  # the server is now waiting for the next tile
+        replies.close()  # cancels the call
+        more.set()
+        assert not batcher.in_flight
+        (out,) = client.predict(RGB_MODEL, tiles(1, seed=15)[0][None])
+        assert out.shape == (1, *TILE)
+        for _ in range(100):  # bounded: the cancelled call is counted within moments
+            text = scrape(server)
+            if metric(text, "tilecast_requests_total", model=RGB_MODEL, method="StreamPredict", code="CANCELLED"):
+                break
+            time.sleep(0.05)
+        assert metric(text, "tilecast_requests_total", model=RGB_MODEL, method="StreamPredict", code="CANCELLED")
+
+
 def copy_model(source: Path, root: Path, version: int) -> None:
     shutil.copytree(source / RGB_MODEL / "1", root / RGB_MODEL / str(version))
     manifest = root / RGB_MODEL / str(version) / "manifest.json"
