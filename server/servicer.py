@@ -176,9 +176,14 @@ class _Answer:
 
 
 # A read that returns sooner than this found its tile already received: the client sends ahead of
-# the answers. Measured on 2 cores: a waiting tile is read in ~90 µs (p95 ~140 µs); a client that
-# sends each tile after the previous answer keeps a read waiting ≥ 150 µs (p1), ~600 µs at p50.
+# the answers. Measured on 2 cores with 64 KB tiles: a waiting tile is read in ~90 µs (p95 ~140 µs);
+# a client that sends each tile after the previous answer keeps a read waiting ≥ 150 µs (p1), ~600 µs
+# at p50. Larger tiles are always read by a reader thread: gRPC's flow control lets only the first
+# part of a message arrive before the server asks for it, so reading a waiting tile of 192 KB took
+# 0.2-1.2 ms, one of 768 KB 0.3-3 ms, and timing cannot tell; next to moving that many bytes, a
+# thread hop matters little.
 _SENT_AHEAD_S = 200e-6
+_CALL_READS_UP_TO = 128 * 1024  # bytes of pixels
 
 
 class _TileStream:
@@ -192,8 +197,8 @@ class _TileStream:
     engine computes; at most `window` are in flight, and with a full window the reader waits
     (computing batches meanwhile) while gRPC's flow control holds the client back. When the reader
     reads a tile while none of the stream's tiles is in flight, the client is back to one at a time
-    and reading returns to the call's thread. Only the thread whose turn it is calls next(requests),
-    and only that thread passes the turn.
+    and reading returns to the call's thread. Tiles over `_CALL_READS_UP_TO` bytes are read by the
+    reader. Only the thread whose turn it is calls next(requests), and only that thread passes the turn.
 
     The call's thread also waits for results, computing whatever is queued when an engine is free,
     so at low load it runs its own tile and sends the result itself. Everything the two threads
@@ -237,7 +242,7 @@ class _TileStream:
             self._batcher.keep_books()  # also when the stream failed or was cancelled between sends
 
     def _read_here(self, requests: Iterator[StreamRequest]) -> None:
-        """The call's thread reads one tile; if it had already arrived, the reader reads from now on."""
+        """The call's thread reads one tile; if it had already arrived (or is large), the reader reads next."""
         asked = time.monotonic()
         try:
             request = next(requests, None)
@@ -247,9 +252,8 @@ class _TileStream:
         if request is None:
             self._batcher.notify(self._finish_reading)
             return
-        sent_ahead = time.monotonic() - asked < _SENT_AHEAD_S
-        self._queue(request, self._queued)
-        if sent_ahead:
+        waited = time.monotonic() - asked
+        if self._queue(request, self._queued) > _CALL_READS_UP_TO or waited < _SENT_AHEAD_S:
             self._reader_reads = True
             if self._reader is None:
                 self._reader = threading.Thread(target=self._read, args=(requests,), name="stream-reader",
@@ -257,8 +261,8 @@ class _TileStream:
                 self._reader.start()
             self._reader_wake.set()
 
-    def _queue(self, request: StreamRequest, queued: Callable[[Ticket], object]) -> None:
-        """Check one received message and queue its tile; a bad tile fails the stream."""
+    def _queue(self, request: StreamRequest, queued: Callable[[Ticket], object]) -> int:
+        """Check one received message and queue its tile (a bad tile fails the stream); its size in bytes."""
         if isinstance(request, TileView):
             message = request
         elif request.WhichOneof("item") == "tile":
@@ -275,6 +279,7 @@ class _TileStream:
             deadline = own if deadline is None else min(deadline, own)
         self._batcher.enqueue({self._input: tile, **self._extra},
                               functools.partial(self._done, message.id, bool(budget_ms)), deadline, queued=queued)
+        return tile.nbytes
 
     def _encode(self, answer: _Answer) -> StreamReply:
         outcome = answer.outcome
@@ -312,7 +317,8 @@ class _TileStream:
         self._waiting.add(ticket)
 
     def _queued_by_reader(self, ticket: Ticket) -> None:
-        if not self._waiting and not self._answers:  # nothing in flight: the client waits for answers again
+        # Nothing in flight: the client waits for each answer again.
+        if not self._waiting and not self._answers and ticket.sample[self._input].nbytes <= _CALL_READS_UP_TO:
             self._reader_reads = False
             self._reader_wake.clear()
         self._waiting.add(ticket)
