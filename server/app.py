@@ -31,8 +31,8 @@ SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.Health
 
 def add_inference_service(servicer: InferenceServicer, server: grpc.Server) -> None:
     """Register the Inference methods as the generated code would, but with a serializer that also
-    passes through responses the servicer has already encoded (`tilecast.proto.wire`), and streamed
-    tiles read without copying their pixels (`tilecast.proto.tile_reader`)."""
+    passes through responses the servicer has already encoded (`tilecast.proto.wire`), and tiles
+    read without copying their pixels (`tilecast.proto.tile_reader`)."""
     handlers = {}
     for method in inference_pb2.DESCRIPTOR.services_by_name["Inference"].methods:
         make = {(False, False): grpc.unary_unary_rpc_method_handler,
@@ -41,6 +41,8 @@ def add_inference_service(servicer: InferenceServicer, server: grpc.Server) -> N
         parse = getattr(inference_pb2, method.input_type.name).FromString
         if method.name == "StreamPredict":
             parse = tile_reader.read_stream_request
+        elif method.name == "Predict":
+            parse = tile_reader.read_predict_request
         handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=parse,
                                      response_serializer=wire.serialize)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

@@ -21,7 +21,7 @@ import numpy as np
 
 from tilecast.proto import wire
 from tilecast.proto.errors import DeadlineExceeded, InvalidArgument, TilecastError
-from tilecast.proto.tile_reader import TileView
+from tilecast.proto.tile_reader import PredictView, TileView
 from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc
 from tilecast.server.backends.base import Array
 from tilecast.server.batching import Ticket, TileOutputs
@@ -32,8 +32,8 @@ from tilecast.server.validation import parameter_feeds
 
 log = logging.getLogger(__name__)
 
-# A stream's tiles come in as views of the received bytes (`tilecast.proto.tile_reader`), its results
-# go out pre-encoded (`tilecast.proto.wire`); other messages as the generated classes.
+# Tiles come in as views of the received bytes (`tilecast.proto.tile_reader`: a stream's tiles, a
+# unary request), results go out pre-encoded (`tilecast.proto.wire`); other messages as the generated classes.
 StreamRequest: TypeAlias = TileView | inference_pb2.StreamPredictRequest
 StreamReply: TypeAlias = bytes | inference_pb2.StreamPredictResponse
 Req = TypeVar("Req")
@@ -136,10 +136,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         return inference_pb2.GetModelResponse(manifest=self._models.resolve(request.name, request.version).manifest)
 
     @unary_errors
-    def Predict(self, request: inference_pb2.PredictRequest, context: Context) -> bytes:
+    def Predict(self, request: PredictView, context: Context) -> bytes:
         with self._models.lease(request.model, request.version) as served:
             manifest = served.manifest
-            batch = served.check(request.tiles, batched=True)
+            batch = served.check.view(request.dtype, request.shape, request.data, batched=True)
             extra = parameter_feeds(manifest, request.parameters)
             name, deadline = served.check.input_name, _deadline(context)
             assert served.batcher is not None  # a resolved version is ready

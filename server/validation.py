@@ -50,10 +50,6 @@ class TileCheck:
                     "pad tiles to the model's size multiple"
                 )
 
-    def __call__(self, tensor: inference_pb2.Tensor, *, batched: bool) -> Array:
-        """Validate an HWC tile (or NHWC batch) and view it as an array."""
-        return self.view(tensor.dtype, tuple(tensor.shape), tensor.data, batched=batched)
-
     def view(self, dtype: int, shape: tuple[int, ...], data: bytes | memoryview, *, batched: bool) -> Array:
         """Validate a tile given by its parts and view its bytes as an array (no copy)."""
         form = (dtype, shape, batched)
