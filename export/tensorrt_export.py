@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tilecast.proto import manifest as manifest_io
+from tilecast.proto import tensors
 from tilecast.proto.errors import FailedPrecondition
 from tilecast.proto.v1 import manifest_pb2
 
@@ -53,13 +54,12 @@ def build_plan(version_dir: Path, fp16: bool, timing_cache: Path | None, hardwar
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, ignore_mismatch=False)
-    t, spec = manifest.tiling, manifest.inputs[0]
-    low = [1, t.min_size, t.min_size, spec.channels]
-    opt = [t.max_batch_size, t.tile_size + 2 * t.halo, t.tile_size + 2 * t.halo, spec.channels]
-    high = [t.max_batch_size, t.max_size, t.max_size, spec.channels]
+    shapes = manifest_io.engine_profile(manifest, manifest.tiling.max_batch_size)
     profile = builder.create_optimization_profile()
-    profile.set_shape(spec.name, low, opt, high)
+    for name, low, opt, high in shapes:  # every input: TensorRT refuses a profile missing a dynamic one
+        profile.set_shape(name, low, opt, high)
     config.add_optimization_profile(profile)
+    _, low, opt, high = shapes[0]  # the image's range is the plan's, as the manifest records it
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise FailedPrecondition("TensorRT could not build an engine; see its messages above")
@@ -87,11 +87,21 @@ def _parity(version_dir: Path, plan_name: str, manifest: manifest_pb2.ModelManif
 
     from tilecast.server.backends.tensorrt import TensorRTBackend
 
-    spec, t = manifest.inputs[0], manifest.tiling
-    edge = t.tile_size + 2 * t.halo
-    batch = np.random.default_rng(0).integers(0, 256, (2, edge, edge, spec.channels), dtype=np.uint8)
-    engine = TensorRTBackend(version_dir / plan_name).infer({spec.name: batch})
-    reference = ort.InferenceSession(str(version_dir / manifest_io.ONNX_FILE)).run(None, {spec.name: batch})
+    feeds = probe_feeds(manifest, batch=2)
+    engine = TensorRTBackend(version_dir / plan_name).infer(feeds)
+    reference = ort.InferenceSession(str(version_dir / manifest_io.ONNX_FILE)).run(None, feeds)
     diff = max(float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) for a, b in zip(engine, reference,
                                                                                                  strict=True))
     return {"max_abs_diff_vs_onnxruntime": diff}
+
+
+def probe_feeds(manifest: manifest_pb2.ModelManifest, batch: int) -> dict[str, np.ndarray]:
+    """A batch of random tiles of the profile's best size and, for a percentile model, the image
+    dtype's whole range as channel_low / channel_high: a value for every input the graph takes."""
+    (image, _, shape, _), *vectors = manifest_io.engine_profile(manifest, batch)
+    dtype = tensors.to_numpy_dtype(manifest.inputs[0].dtype)
+    top = float(np.iinfo(dtype.str).max) if dtype.kind in "ui" else 1.0
+    feeds = {image: (np.random.default_rng(0).random(shape) * top).astype(dtype)}
+    for index, (name, _, vector, _) in enumerate(vectors):  # inputs 1 and 2: low, then high
+        feeds[name] = np.full(vector, (0.0, top)[index], np.float32)
+    return feeds

@@ -135,3 +135,30 @@ def load_version(version_dir: Path) -> ModelManifest:
     if problems:
         raise ManifestError(f"{version_dir}: " + "; ".join(problems))
     return manifest
+
+
+Shape = tuple[int, ...]
+
+
+def engine_profile(manifest: ModelManifest, max_batch: int) -> list[tuple[str, Shape, Shape, Shape]]:
+    """(name, min, opt, max) shapes of every graph input, for a TensorRT optimisation profile.
+
+    TensorRT (and ONNX Runtime's TensorRT provider, once any profile is given) needs one for each input
+    whose shape is dynamic: the image, and a percentile model's per-sample channel_low/high (N, C).
+    Tiles run from the smallest allowed edge to max_size, best at a tile with its halo.
+    """
+    t = manifest.tiling
+    smallest, best = max(t.min_size, t.size_multiple), t.tile_size + 2 * t.halo
+    profile = []
+    for spec in manifest.inputs:
+        c = spec.channels
+        if spec.layout == manifest_pb2.LAYOUT_NHWC:
+            shapes: tuple[Shape, Shape, Shape] = ((1, smallest, smallest, c), (max_batch, best, best, c),
+                                                  (max_batch, t.max_size, t.max_size, c))
+        elif spec.layout == manifest_pb2.LAYOUT_NC:
+            shapes = ((1, c), (max_batch, c), (max_batch, c))
+        else:
+            raise ManifestError(f"input {spec.name!r} has layout {manifest_pb2.Layout.Name(spec.layout)}: "
+                                "a TensorRT profile needs NHWC images or NC vectors")
+        profile.append((spec.name, *shapes))
+    return profile

@@ -65,3 +65,18 @@ def server(model_repository: Path) -> Iterator[ServerThread]:
 def client(server: ServerThread) -> Iterator[Client]:
     with Client(f"127.0.0.1:{server.port}", timeout=60) as connected:
         yield connected
+
+
+def tiny_segmenter(root: Path, percentile: bool) -> Path:
+    """A 16-bit model; with `percentile`, it takes each image's percentile range as two more inputs (N, C)."""
+    import torch
+
+    from tests.export.nets import TinySegmenter
+    from tilecast.export.onnx_export import ExportConfig, export_model
+    from tilecast.export.sources import LoadedModel
+
+    torch.manual_seed(0)
+    model = LoadedModel(TinySegmenter(2, 3), "segmenter", 2, 3, [0.0, 0.0], [1.0, 1.0], "tiny",
+                        percentiles=(1.0, 99.0) if percentile else None)
+    return export_model(model, ExportConfig(root, "tiny", tile_size=64, max_size=256, max_batch_size=4,
+                                            input_dtype="uint16"))

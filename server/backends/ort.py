@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from tilecast.proto import manifest as manifest_io
 from tilecast.proto.errors import ManifestError
 from tilecast.proto.v1 import manifest_pb2
 from tilecast.server.backends.base import Array, TensorInfo
@@ -35,9 +36,24 @@ def _info(arg: Any) -> TensorInfo:
     return TensorInfo(arg.name, dtype, shape)
 
 
-def _profile(manifest: manifest_pb2.ModelManifest, batch: int, edge: int) -> str:
-    spec = manifest.inputs[0]
-    return f"{spec.name}:{batch}x{edge}x{edge}x{spec.channels}"
+def tensorrt_options(manifest: manifest_pb2.ModelManifest, *, max_batch: int, fp16: bool,
+                     cache: Path) -> dict[str, Any]:
+    """The TensorRT provider's options: an engine cache, and a profile naming every input of the graph
+    (the provider refuses a profile that leaves out a dynamic input, such as channel_low)."""
+    profile = manifest_io.engine_profile(manifest, max_batch)
+
+    def shapes(which: int) -> str:  # ONNX Runtime's format: "name:1x64x64x3,other:1x3"
+        return ",".join(f"{entry[0]}:{'x'.join(map(str, entry[which]))}" for entry in profile)
+
+    return {
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": True,
+        "trt_fp16_enable": fp16,
+        "trt_profile_min_shapes": shapes(1),
+        "trt_profile_opt_shapes": shapes(2),
+        "trt_profile_max_shapes": shapes(3),
+    }
 
 
 def provider_options(
@@ -46,7 +62,7 @@ def provider_options(
 ) -> list[tuple[str, dict[str, Any]]]:
     """The providers to ask for, in order, from what is installed; CPU is always last.
 
-    The TensorRT EP gets an engine cache and an optimisation profile from the manifest's tile shapes.
+    The TensorRT EP gets `tensorrt_options`.
     """
     available = set(ort.get_available_providers())
     chosen: list[tuple[str, dict[str, Any]]] = []
@@ -54,18 +70,7 @@ def provider_options(
         name = ORT_PROVIDERS[key]
         if name not in available or key == "cpu":
             continue
-        options: dict[str, Any] = {}
-        if key == "tensorrt":
-            t = manifest.tiling
-            options = {
-                "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": True,
-                "trt_fp16_enable": fp16,
-                "trt_profile_min_shapes": _profile(manifest, 1, max(t.min_size, t.size_multiple)),
-                "trt_profile_opt_shapes": _profile(manifest, max_batch, t.tile_size + 2 * t.halo),
-                "trt_profile_max_shapes": _profile(manifest, max_batch, t.max_size),
-            }
+        options = tensorrt_options(manifest, max_batch=max_batch, fp16=fp16, cache=cache) if key == "tensorrt" else {}
         chosen.append((name, options))
     chosen.append((ORT_PROVIDERS["cpu"], {}))
     return chosen

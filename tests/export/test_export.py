@@ -12,6 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.conftest import tiny_segmenter
 from tilecast.cli import app
 from tilecast.client.tiling import Grid, crop_core
 from tilecast.export.onnx_export import ExportConfig, export_model
@@ -199,18 +200,39 @@ def test_tensorrt_export_without_tensorrt_is_one_clear_line(tmp_path: Path) -> N
 
 
 @pytest.mark.gpu
-def test_tensorrt_engine_build_and_record(tmp_path: Path) -> None:
-    """On a GPU host with TensorRT: a plan is built beside the ONNX model and recorded with its parity."""
+@pytest.mark.parametrize("model", ["generator", "percentile segmenter"])
+def test_tensorrt_engine_build_and_record(tmp_path: Path, model: str) -> None:
+    """On a GPU host with TensorRT: a plan is built beside the ONNX model and recorded with its parity
+    (a percentile model's channel_low/high are in the plan's profile)."""
     pytest.importorskip("tensorrt")
     from tilecast.server.backends.tensorrt import gpu_architecture
 
     if gpu_architecture() is None:
         pytest.skip("needs a CUDA GPU and cuda-python")
-    version = export_model(loaded("resnet_6blocks", "batch", seed=9), ExportConfig(tmp_path, "trt", tile_size=256,
-                                                                                   max_size=512, max_batch_size=2))
+    version = tiny_segmenter(tmp_path, percentile=True) if model != "generator" else export_model(
+        loaded("resnet_6blocks", "batch", seed=9), ExportConfig(tmp_path, "trt", tile_size=256, max_size=512,
+                                                                max_batch_size=2))
     result = runner.invoke(app, ["export", "tensorrt", str(version)])
     assert result.exit_code == 0, result.output
     manifest = manifest_io.load_version(version)
     (plan,) = manifest.plans
     assert (version / plan.path).is_file() and plan.parity["max_abs_diff_vs_onnxruntime"] <= 1
     assert verify(version) == []
+
+
+@pytest.mark.parametrize("percentile", [False, True], ids=["fixed", "percentile"])
+def test_tensorrt_parity_probe_feeds_every_graph_input(tmp_path: Path, percentile: bool) -> None:
+    """The batch a TensorRT plan is checked with runs in ONNX Runtime as it is: one array per graph
+    input, of its dtype (a percentile model's channel_low/high too, and high above low)."""
+    from tilecast.export.tensorrt_export import probe_feeds
+
+    version = tiny_segmenter(tmp_path, percentile)
+    manifest = manifest_io.load_version(version)
+    feeds = probe_feeds(manifest, batch=2)
+    graph = session(version)
+    assert sorted(feeds) == sorted(i.name for i in graph.get_inputs())
+    (out, *_) = graph.run(None, feeds)
+    assert out.shape[0] == 2
+    assert feeds["image"].dtype == np.uint16 and feeds["image"].max() > 255
+    if percentile:
+        assert (feeds["channel_high"] > feeds["channel_low"]).all() and feeds["channel_low"].shape == (2, 2)

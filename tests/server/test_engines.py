@@ -11,9 +11,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.conftest import RGB_MODEL, local_settings
+from tests.conftest import RGB_MODEL, local_settings, tiny_segmenter
 from tilecast.client.remote import Client
+from tilecast.proto import manifest as manifest_io
 from tilecast.server.app import ServerThread
+from tilecast.server.backends.ort import tensorrt_options
 from tilecast.server.backends.tensorrt import gpu_architecture
 
 
@@ -70,3 +72,38 @@ def test_tensorrt_plan_matches_onnx_runtime(model_repository: Path, tmp_path: Pa
     (got,) = TensorRTBackend(plan).infer({"image": batch})
     expected = ort.InferenceSession(str(onnx_path)).run(None, {"image": batch})[0]
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def _profile_shapes(text: str) -> dict[str, tuple[int, ...]]:
+    """ONNX Runtime's profile format, "name:1x64x64x3,other:1x2", read back."""
+    return {name: tuple(int(d) for d in dims.split("x"))
+            for name, dims in (entry.rsplit(":", 1) for entry in text.split(","))}
+
+
+@pytest.mark.parametrize("percentile", [False, True], ids=["fixed", "percentile"])
+def test_tensorrt_provider_profile_names_every_graph_input(tmp_path: Path, percentile: bool) -> None:
+    """The TensorRT provider refuses an explicit profile that leaves out a dynamic input: every input of
+    the graph is in it, with the graph's rank and fixed sizes, and its smallest and best shapes run."""
+    version = tiny_segmenter(tmp_path, percentile)
+    manifest = manifest_io.load_version(version)
+    options = tensorrt_options(manifest, max_batch=3, fp16=False, cache=tmp_path)
+    graph = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i for i in graph.get_inputs()}
+    assert len(inputs) == (3 if percentile else 1)
+    profiles = {which: _profile_shapes(options[f"trt_profile_{which}_shapes"]) for which in ("min", "opt", "max")}
+    for which, shapes in profiles.items():
+        assert set(shapes) == set(inputs), which
+        for name, shape in shapes.items():
+            declared = inputs[name].shape
+            assert len(shape) == len(declared) and all(
+                d == s for d, s in zip(declared, shape, strict=True) if isinstance(d, int)), (which, name)
+    smallest, t = max(manifest.tiling.min_size, manifest.tiling.size_multiple), manifest.tiling
+    assert profiles["min"]["image"] == (1, smallest, smallest, 2)
+    assert profiles["max"]["image"] == (3, t.max_size, t.max_size, 2) and t.max_size == 256
+    for which in ("min", "opt"):
+        feeds = {name: np.zeros(shape, np.uint16 if name == "image" else np.float32)
+                 for name, shape in profiles[which].items()}
+        if percentile:
+            feeds["channel_high"] += 1
+        (labels, *_) = graph.run(None, feeds)
+        assert labels.shape[:3] == profiles[which]["image"][:3]
