@@ -44,7 +44,7 @@ class Served:
     batcher: DynamicBatcher | None = None
     leases: int = 0
     retired: bool = False
-    released: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)  # set once its engines are freed
 
     @property
     def manifest(self) -> manifest_pb2.ModelManifest:
@@ -67,7 +67,6 @@ class ModelManager:
         self._on_health = on_health
         self._current: dict[tuple[str, int], Served] = {}
         self._lock = asyncio.Lock()  # one repository sync at a time
-        self._releasing: set[asyncio.Future[None]] = set()
         self._leases = threading.Lock()  # guards Served.leases and .retired
 
     # -- lookups ---------------------------------------------------------------------------
@@ -110,8 +109,9 @@ class ModelManager:
         finally:
             with self._leases:
                 served.leases -= 1
-                if served.retired and served.leases == 0:
-                    served.released.set()
+                last = served.retired and served.leases == 0
+            if last:
+                self._release(served)
 
     # -- loading and unloading -------------------------------------------------------------
 
@@ -142,22 +142,25 @@ class ModelManager:
         return served
 
     def _retire(self, served: Served) -> None:
-        """Take a version out of the lookup; release its engines once no request holds it."""
+        """Take a version out of the lookup; its engines go when no request holds it (now, or when
+        the last lease ends): no thread waits for that meanwhile, however long a stream runs."""
         with self._leases:
             served.retired = True
-            if served.leases == 0:
-                served.released.set()
+            unheld = served.leases == 0
+        if unheld:
+            self._release(served)
 
-        def release() -> None:  # in a worker thread: waits for the last request, then computes what is queued
-            served.released.wait()
+    def _release(self, served: Served) -> None:
+        """Free a retired version's engines in a loader thread, not in the request that held it last."""
+        def release() -> None:
             if served.batcher is not None:
-                served.batcher.close()
+                served.batcher.close()  # nothing is queued once no request holds it: returns at once
             served.entry.backends.clear()
+            served.released.set()
             log.info("model %s version %d unloaded", served.entry.name, served.entry.version)
 
-        future = asyncio.get_running_loop().run_in_executor(None, release)
-        self._releasing.add(future)
-        future.add_done_callback(self._releasing.discard)
+        with contextlib.suppress(RuntimeError):  # loaders already shut down: only at exit, after every RPC
+            self._executor.submit(release)
 
     def _update_health(self) -> None:
         if self._on_health is None:

@@ -321,6 +321,53 @@ def test_hot_add_and_remove_while_a_stream_runs(model_repository: Path, tmp_path
         np.testing.assert_array_equal(out, in_process(model_repository, inputs[0][None]))
 
 
+def test_retired_versions_wait_for_their_streams_without_a_thread_each(model_repository: Path,
+                                                                       tmp_path: Path) -> None:
+    """Versions removed while streams hold them keep serving those streams and are unloaded when each
+    ends; holding them on costs no thread per version (a thread blocked per retired version would
+    exhaust a pool once enough versions are swapped under long streams)."""
+    held = [1, 2, 3, 4, 5, 6]
+    for version in held:
+        copy_model(model_repository, tmp_path, version)
+    inputs = tiles(2, seed=21, shape=(64, 64, 3))
+    go, first = threading.Event(), threading.Semaphore(0)
+
+    def stream(client: Client, version: int) -> set[int]:
+        def source() -> Iterator[tuple[int, np.ndarray]]:
+            yield 0, inputs[0]
+            go.wait(timeout=60)
+            yield 1, inputs[1]
+
+        versions = set()
+        for reply in client.stream(RGB_MODEL, source(), version=version, window=1):
+            versions.add(reply.version)
+            first.release()
+        return versions
+
+    with ServerThread(local_settings(tmp_path)) as server, Client(f"127.0.0.1:{server.port}") as client, \
+            ThreadPoolExecutor(len(held)) as pool:
+        models = server.server.models
+        retired = [models.resolve(RGB_MODEL, v) for v in held]
+        streams = [pool.submit(stream, client, v) for v in held]
+        for _ in held:  # every stream has its first answer and holds its version
+            assert first.acquire(timeout=60)
+        copy_model(model_repository, tmp_path, 7)
+        for version in held:
+            shutil.rmtree(tmp_path / RGB_MODEL / str(version))
+        threads = threading.active_count()
+        server.call(models.sync())
+        assert threading.active_count() - threads <= 1, "a thread per retired version"
+        assert [s.version for s in client.list_models()] == [7]
+        assert not any(s.released.is_set() for s in retired)  # still held by their streams
+        go.set()
+        assert [f.result(timeout=60) for f in streams] == [{v} for v in held]
+        for served in retired:  # bounded: each is unloaded once its stream has ended
+            assert served.released.wait(timeout=30)
+            assert not served.entry.backends
+        (out,) = client.predict(RGB_MODEL, inputs[0][None])
+        np.testing.assert_array_equal(out, in_process(model_repository, inputs[0][None]))
+
+
 def test_health_and_reflection(server: ServerThread) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
