@@ -1,4 +1,5 @@
-"""Assemble and run the gRPC server: models -> batchers -> servicer, health, reflection, metrics."""
+"""Assemble and run the gRPC server: models -> batchers -> servicers (tilecast.v1 and KServe v2), health,
+reflection, metrics."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ class TilecastServer:
         self.models = ModelManager(settings, self._executor, self.metrics, self._set_model_health)
         self._server: grpc.Server | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._accepting = False  # between start and the beginning of a shutdown
 
     def _set_model_health(self, name: str, ready: bool) -> None:
         self._health.set(name, SERVING if ready else NOT_SERVING)
@@ -82,8 +84,11 @@ class TilecastServer:
             maximum_concurrent_rpcs=calls,  # beyond it: RESOURCE_EXHAUSTED, not a call stuck for a thread
         )
         add_inference_service(InferenceServicer(self.models, self.metrics, self.settings), server)
+        services = [SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME]
+        if self.settings.kserve:
+            services.append(self._add_kserve(server))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection([SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME], server)
+        reflection.enable_server_reflection(services, server)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             self.port = server.add_insecure_port(address)
@@ -97,13 +102,25 @@ class TilecastServer:
             self._poller = asyncio.create_task(self.models.poll(self.settings.repository_poll_s))
         self._health.set("", SERVING)
         self._health.set(SERVICE_NAME, SERVING)
+        self._accepting = True
         ready = sum(s.state == inference_pb2.MODEL_STATE_READY for s in self.models.statuses())
         log.info("serving %d model version(s) on %s:%d (metrics on port %s)", ready, self.settings.host,
                  self.port, self.metrics_port if self.settings.metrics_port >= 0 else "off")
         return self.port
 
+    def _add_kserve(self, server: grpc.Server) -> str:
+        """Serve the KServe v2 protocol too; returns its service name. Imported only when wanted: its
+        messages (package `inference`) would clash with a Triton client's in the same process."""
+        from tilecast.proto.v1 import kserve_v2_pb2_grpc
+        from tilecast.server import kserve
+
+        kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            kserve.KServeServicer(self.models, self.metrics, lambda: self._accepting), server)
+        return kserve.SERVICE_NAME
+
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight calls finish within the grace period, then release engines."""
+        self._accepting = False
         self._health.enter_graceful_shutdown()
         if self._poller is not None:
             self._poller.cancel()

@@ -37,6 +37,7 @@ def serve(
     repository_poll_s: Annotated[float, _opt(
         "REPOSITORY_POLL_S", "Rescan the repository this often (0 = load at start only).")] = 0.0,
     grace_period_s: Annotated[float, _opt("GRACE_PERIOD_S", "Time to finish work in flight at shutdown.")] = 10.0,
+    kserve: Annotated[bool, _opt("KSERVE", "Also serve the KServe v2 protocol, for Triton and KServe clients.")] = True,
     log_level: Annotated[str, _opt("LOG_LEVEL")] = "INFO",
     log_format: Annotated[str, _opt("LOG_FORMAT", "text or json.")] = "text",
 ) -> None:
@@ -52,7 +53,7 @@ def serve(
         intra_op_threads=threads,
         providers=tuple(p.strip() for p in providers.split(",") if p.strip()), trt_fp16=trt_fp16,
         max_message_bytes=max_message_mb * 1024 * 1024, repository_poll_s=repository_poll_s,
-        grace_period_s=grace_period_s, log_level=log_level, log_format=log_format,
+        grace_period_s=grace_period_s, kserve=kserve, log_level=log_level, log_format=log_format,
     )
     configure(log_level, log_format)
     try:

@@ -51,14 +51,14 @@ def _abort(context: Context, exc: BaseException) -> NoReturn:
 
 
 def _model_of(request: object) -> str:
-    return getattr(request, "model", "") or getattr(request, "name", "")
+    return getattr(request, "model", "") or getattr(request, "name", "") or getattr(request, "model_name", "")
 
 
 def unary_errors(
     handler: Callable[[Any, Req, Context], Resp],
 ) -> Callable[[Any, Req, Context], Resp]:
     @functools.wraps(handler)
-    def wrapper(self: InferenceServicer, request: Req, context: Context) -> Resp:
+    def wrapper(self: Any, request: Req, context: Context) -> Resp:  # any servicer with count()
         code = "OK"
         try:
             return handler(self, request, context)
@@ -105,9 +105,22 @@ def stream_errors(
     return wrapper
 
 
-def _deadline(context: Context) -> float | None:
+def deadline_of(context: Context) -> float | None:
+    """The call's deadline on the batcher's clock (time.monotonic), if the client set one."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
+
+
+def run_batch(served: Served, samples: list[dict[str, Array]], deadline: float | None,
+              context: Context) -> tuple[list[Array], TileOutputs]:
+    """Compute a unary call's tiles (batched with everyone else's); each output with the batch axis
+    first, and the result of the tile that took longest (for the reply's timing)."""
+    assert served.batcher is not None  # a resolved version is ready
+    later = context.add_callback(served.batcher.keep_books)  # metrics once the answer is sent
+    results = served.batcher.run_all(samples, deadline, keep_books=not later)
+    outputs = [results[0].outputs[i][None] if len(results) == 1 else np.stack([r.outputs[i] for r in results])
+               for i in range(len(results[0].outputs))]
+    return outputs, max(results, key=lambda r: r.queue_seconds + r.compute_seconds)
 
 
 def _timing(result: TileOutputs) -> wire.Timing:
@@ -141,13 +154,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             manifest = served.manifest
             batch = served.check.view(request.dtype, request.shape, request.data, batched=True)
             extra = parameter_feeds(manifest, request.parameters)
-            name, deadline = served.check.input_name, _deadline(context)
-            assert served.batcher is not None  # a resolved version is ready
-            later = context.add_callback(served.batcher.keep_books)  # metrics once the answer is sent
-            results = served.batcher.run_all([{name: t, **extra} for t in batch], deadline, keep_books=not later)
-            outputs = [results[0].outputs[i][None] if len(results) == 1 else np.stack([r.outputs[i] for r in results])
-                       for i in range(len(results[0].outputs))]
-            slowest = max(results, key=lambda r: r.queue_seconds + r.compute_seconds)
+            name, deadline = served.check.input_name, deadline_of(context)
+            outputs, slowest = run_batch(served, [{name: t, **extra} for t in batch], deadline, context)
             return wire.predict_response(served.entry.name, served.entry.version, outputs, _timing(slowest))
 
     @stream_errors
@@ -162,7 +170,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         record.model = first.header.model
         with self._models.lease(first.header.model, first.header.version) as served:
             extra = parameter_feeds(served.manifest, first.header.parameters)
-            stream = _TileStream(served, extra, self._settings.max_tiles_in_flight_per_stream, _deadline(context))
+            stream = _TileStream(served, extra, self._settings.max_tiles_in_flight_per_stream, deadline_of(context))
             yield from stream.run(requests, context)
 
 

@@ -28,6 +28,7 @@ class Settings:
     max_message_bytes: int = 64 * 1024 * 1024
     repository_poll_s: float = 0.0  # 0: load at start only; >0: rescan the repository this often
     grace_period_s: float = 10.0
+    kserve: bool = True  # also serve the KServe v2 protocol (inference.GRPCInferenceService) for Triton clients
     log_level: str = "INFO"
     log_format: str = "text"  # or "json"
 

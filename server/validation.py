@@ -93,14 +93,27 @@ def parameter_feeds(
     """Per-sample arrays for a model's image-global inputs (low/high per channel), from the header."""
     if manifest.preprocessing.mode != manifest_pb2.NORMALIZATION_MODE_PERCENTILE:
         return {}
+    low, high = checked_range(manifest, np.asarray(parameters.channel_low, np.float32),
+                              np.asarray(parameters.channel_high, np.float32))
+    return dict(zip(range_input_names(manifest), (low, high), strict=True))
+
+
+def range_input_names(manifest: manifest_pb2.ModelManifest) -> tuple[str, str]:
+    """A percentile model's two image-global inputs: (low, high)."""
+    return manifest.inputs[1].name, manifest.inputs[2].name
+
+
+def checked_range(manifest: manifest_pb2.ModelManifest, low: Array, high: Array) -> tuple[Array, Array]:
+    """A percentile model's channel_low / channel_high, one row per image or per tile (..., channels):
+    as many values as the image has channels, finite, each high above its low."""
     channels = manifest.inputs[0].channels
-    low, high = list(parameters.channel_low), list(parameters.channel_high)
-    if len(low) != channels or len(high) != channels:
+    if low.shape[-1:] != (channels,) or high.shape[-1:] != (channels,):
+        got = [a.shape[-1] if a.ndim else 0 for a in (low, high)]
         raise InvalidArgument(
             f"model {manifest.name} normalises each image by its percentiles: send channel_low and "
-            f"channel_high with {channels} values each (received {len(low)} and {len(high)})"
+            f"channel_high with {channels} values per image (received {got[0]} and {got[1]})"
         )
-    if any(h <= lo for lo, h in zip(low, high, strict=True)):
-        raise InvalidArgument(f"model {manifest.name}: every channel_high must exceed its channel_low")
-    names = [spec.name for spec in manifest.inputs[1:3]]
-    return {names[0]: np.asarray(low, np.float32), names[1]: np.asarray(high, np.float32)}
+    if not (np.isfinite(low).all() and np.isfinite(high).all()) or np.less_equal(high, low).any():
+        raise InvalidArgument(f"model {manifest.name}: every channel_high must exceed its channel_low, "
+                              "and both must be finite")
+    return low, high

@@ -1,0 +1,200 @@
+"""The KServe v2 gRPC service (`inference.GRPCInferenceService`) beside tilecast's own, so that clients
+written for NVIDIA Triton or KServe run tilecast's models unchanged: same batchers, same checks, same
+status codes.
+
+A model takes its image input as an NHWC batch; a percentile model also takes channel_low and
+channel_high, FP32 [N, C], one row per tile. Inputs travel as raw bytes (`raw_input_contents`, what
+tritonclient sends) or as typed values (`contents`); outputs always go back raw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from tilecast import __version__
+from tilecast.proto import tensors
+from tilecast.proto.errors import InvalidArgument, NotFound, Unavailable
+from tilecast.proto.v1 import inference_pb2, kserve_v2_pb2_grpc, manifest_pb2
+from tilecast.proto.v1 import kserve_v2_pb2 as v2
+from tilecast.server.backends.base import Array
+from tilecast.server.metrics import Metrics
+from tilecast.server.models import ModelManager, Served
+from tilecast.server.servicer import Context, deadline_of, run_batch, unary_errors
+from tilecast.server.validation import checked_range, range_input_names
+
+SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+DATATYPES: dict[int, str] = {  # wire dtype -> the protocol's datatype name
+    manifest_pb2.DTYPE_UINT8: "UINT8", manifest_pb2.DTYPE_UINT16: "UINT16", manifest_pb2.DTYPE_FLOAT16: "FP16",
+    manifest_pb2.DTYPE_FLOAT32: "FP32", manifest_pb2.DTYPE_INT32: "INT32", manifest_pb2.DTYPE_INT64: "INT64",
+}
+_WIRE_DTYPES = {name: code for code, name in DATATYPES.items()}
+# Where typed (not raw) values of each datatype travel; FP16 has no field and must be raw.
+_TYPED_FIELDS = {"UINT8": "uint_contents", "UINT16": "uint_contents", "INT32": "int_contents",
+                 "INT64": "int64_contents", "FP32": "fp32_contents"}
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}  # Triton's platform names
+
+InferInput = v2.ModelInferRequest.InferInputTensor
+TensorMetadata = v2.ModelMetadataResponse.TensorMetadata
+
+
+def _version(text: str) -> int:
+    """The protocol's version string; empty means the newest ready version."""
+    if text and not text.isdigit():
+        raise InvalidArgument(f"model version must be a whole number (or empty for the newest), not {text!r}")
+    return int(text or 0)
+
+
+def _wire_dtype(tensor: InferInput) -> int:
+    code = _WIRE_DTYPES.get(tensor.datatype)
+    if code is None:
+        raise InvalidArgument(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not served; "
+                              f"use one of {', '.join(sorted(_WIRE_DTYPES))}")
+    return code
+
+
+def _typed_bytes(tensor: InferInput) -> bytes:
+    """Typed values as the raw bytes they stand for, refusing values the datatype cannot hold."""
+    field = _TYPED_FIELDS.get(tensor.datatype)
+    if field is None:
+        raise InvalidArgument(f"input {tensor.name!r}: send {tensor.datatype or 'untyped'} values in "
+                              "raw_input_contents (typed contents carry UINT8, UINT16, INT32, INT64 and FP32)")
+    dtype = tensors.to_numpy_dtype(_wire_dtype(tensor))  # type: ignore[arg-type]
+    values = np.asarray(getattr(tensor.contents, field))
+    if dtype.kind in "ui" and values.size:
+        limits = np.iinfo(dtype.str)
+        if values.min() < limits.min or values.max() > limits.max:
+            raise InvalidArgument(f"input {tensor.name!r}: values outside the range of {tensor.datatype}")
+    return values.astype(dtype).tobytes()
+
+
+def _inputs(request: v2.ModelInferRequest) -> dict[str, tuple[InferInput, bytes]]:
+    """Each input tensor with its bytes, from raw_input_contents or its typed contents."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidArgument(f"raw_input_contents holds {len(raw)} tensors for {len(request.inputs)} inputs; "
+                              "send one per input, in the order of inputs")
+    given: dict[str, tuple[InferInput, bytes]] = {}
+    for index, tensor in enumerate(request.inputs):
+        if tensor.name in given:
+            raise InvalidArgument(f"input {tensor.name!r} is given twice")
+        if raw and tensor.HasField("contents"):
+            raise InvalidArgument(f"input {tensor.name!r} has typed contents and raw_input_contents is set; "
+                                  "send every input one way")
+        given[tensor.name] = (tensor, raw[index] if raw else _typed_bytes(tensor))
+    return given
+
+
+def _range_rows(manifest: manifest_pb2.ModelManifest, tensor: InferInput, data: bytes, tiles: int) -> Array:
+    """channel_low or channel_high: FP32 [N, C], one row per tile of the batch."""
+    want = (tiles, manifest.inputs[0].channels)
+    if tensor.datatype != "FP32" or tuple(tensor.shape) != want:
+        raise InvalidArgument(f"model {manifest.name}: input {tensor.name!r} must be FP32 of shape {list(want)} "
+                              f"(one row per tile), received {tensor.datatype} {list(tensor.shape)}")
+    if len(data) != want[0] * want[1] * 4:
+        raise InvalidArgument(f"input {tensor.name!r}: shape {list(want)} of FP32 needs {want[0] * want[1] * 4} "
+                              f"bytes, received {len(data)}")
+    return np.frombuffer(data, np.float32).reshape(want)
+
+
+def _samples(served: Served, given: dict[str, tuple[InferInput, bytes]]) -> list[dict[str, Array]]:
+    """The batch's tiles as the batcher takes them, each with its own range on a percentile model."""
+    manifest, check = served.manifest, served.check
+    expected = [spec.name for spec in manifest.inputs]
+    missing, unknown = [n for n in expected if n not in given], sorted(set(given) - set(expected))
+    if missing or unknown:
+        raise InvalidArgument(f"model {manifest.name} takes inputs {expected}; "
+                              + "; ".join(f"{what} {names}" for what, names in (("missing", missing),
+                                                                                ("unknown", unknown)) if names))
+    image, data = given[check.input_name]
+    batch = check.view(_wire_dtype(image), tuple(image.shape), data, batched=True)
+    samples: list[dict[str, Array]] = [{check.input_name: tile} for tile in batch]
+    if manifest.preprocessing.mode == manifest_pb2.NORMALIZATION_MODE_PERCENTILE:
+        low_name, high_name = range_input_names(manifest)
+        low, high = checked_range(manifest, _range_rows(manifest, *given[low_name], len(batch)),
+                                  _range_rows(manifest, *given[high_name], len(batch)))
+        for sample, low_row, high_row in zip(samples, low, high, strict=True):
+            sample[low_name], sample[high_name] = low_row, high_row
+    return samples
+
+
+def _requested(manifest: manifest_pb2.ModelManifest, request: v2.ModelInferRequest) -> list[int]:
+    """Indexes of the outputs to send back: those asked for, or all."""
+    names = [spec.name for spec in manifest.outputs]
+    wanted = []
+    for output in request.outputs:
+        if output.name not in names:
+            raise InvalidArgument(f"model {manifest.name} has outputs {names}; {output.name!r} is not one of them")
+        wanted.append(names.index(output.name))
+    return wanted or list(range(len(names)))
+
+
+def _metadata(spec: manifest_pb2.TensorSpec) -> TensorMetadata:
+    shape = [-1, -1, -1, spec.channels] if spec.layout == manifest_pb2.LAYOUT_NHWC else [-1, spec.channels]
+    return TensorMetadata(name=spec.name, datatype=DATATYPES.get(spec.dtype, ""), shape=shape)
+
+
+class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, models: ModelManager, metrics: Metrics, accepting: Callable[[], bool]) -> None:
+        """`accepting` says whether the server takes new work (false while it shuts down)."""
+        self._models = models
+        self._metrics = metrics
+        self._accepting = accepting
+
+    def count(self, model: str, method: str, code: str) -> None:
+        self._metrics.requests.labels(model or "-", method, code).inc()
+
+    @unary_errors
+    def ServerLive(self, request: v2.ServerLiveRequest, context: Context) -> v2.ServerLiveResponse:
+        return v2.ServerLiveResponse(live=True)
+
+    @unary_errors
+    def ServerReady(
+        self, request: v2.ServerReadyRequest, context: Context
+    ) -> v2.ServerReadyResponse:
+        statuses = self._models.statuses()
+        ready = {s.name for s in statuses if s.state == inference_pb2.MODEL_STATE_READY}
+        return v2.ServerReadyResponse(ready=self._accepting() and all(s.name in ready for s in statuses))
+
+    @unary_errors
+    def ModelReady(self, request: v2.ModelReadyRequest, context: Context) -> v2.ModelReadyResponse:
+        version = _version(request.version)
+        try:
+            self._models.resolve(request.name, version)
+        except (NotFound, Unavailable):
+            return v2.ModelReadyResponse(ready=False)
+        return v2.ModelReadyResponse(ready=True)
+
+    @unary_errors
+    def ServerMetadata(
+        self, request: v2.ServerMetadataRequest, context: Context
+    ) -> v2.ServerMetadataResponse:
+        return v2.ServerMetadataResponse(name="tilecast", version=__version__)
+
+    @unary_errors
+    def ModelMetadata(
+        self, request: v2.ModelMetadataRequest, context: Context
+    ) -> v2.ModelMetadataResponse:
+        served = self._models.resolve(request.name, _version(request.version))
+        manifest, engines = served.manifest, served.entry.backends
+        versions = [str(s.version) for s in self._models.statuses()
+                    if s.name == request.name and s.state == inference_pb2.MODEL_STATE_READY]
+        return v2.ModelMetadataResponse(
+            name=manifest.name, versions=versions, platform=PLATFORMS.get(engines[0].name, "") if engines else "",
+            inputs=[_metadata(spec) for spec in manifest.inputs],
+            outputs=[_metadata(spec) for spec in manifest.outputs])
+
+    @unary_errors
+    def ModelInfer(self, request: v2.ModelInferRequest, context: Context) -> v2.ModelInferResponse:
+        with self._models.lease(request.model_name, _version(request.model_version)) as served:
+            wanted = _requested(served.manifest, request)
+            outputs, _ = run_batch(served, _samples(served, _inputs(request)), deadline_of(context), context)
+            response = v2.ModelInferResponse(
+                model_name=served.entry.name, model_version=str(served.entry.version), id=request.id)
+            for index in wanted:
+                code, array = tensors.packed(outputs[index])
+                response.outputs.add(name=served.manifest.outputs[index].name, datatype=DATATYPES[code],
+                                     shape=array.shape)
+                response.raw_output_contents.append(array.tobytes())
+            return response

@@ -1,0 +1,201 @@
+"""The KServe v2 protocol beside tilecast's own: the real server on loopback, our generated stubs of the
+published protocol, and (in a child process, as a Triton user's program) NVIDIA's own tritonclient."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tests.conftest import RGB_MODEL, local_settings, tiny_segmenter
+from tilecast.proto.v1 import kserve_v2_pb2 as v2
+from tilecast.proto.v1 import kserve_v2_pb2_grpc
+from tilecast.server.app import ServerThread
+
+
+@pytest.fixture
+def stub(server: ServerThread) -> Iterator[kserve_v2_pb2_grpc.GRPCInferenceServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield kserve_v2_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def in_process(model_repository: Path, batch: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(model_repository / RGB_MODEL / "1" / "model.onnx"))
+    return session.run(None, {"image": batch})[0]  # type: ignore[no-any-return]
+
+
+def infer_request(batch: np.ndarray, **fields: object) -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name=RGB_MODEL, **fields)  # type: ignore[arg-type]
+    request.inputs.add(name="image", datatype="UINT8", shape=batch.shape)
+    request.raw_input_contents.append(batch.tobytes())
+    return request
+
+
+def test_liveness_readiness_and_metadata(stub: kserve_v2_pb2_grpc.GRPCInferenceServiceStub) -> None:
+    assert stub.ServerLive(v2.ServerLiveRequest(), timeout=10).live
+    assert stub.ServerReady(v2.ServerReadyRequest(), timeout=10).ready
+    assert stub.ModelReady(v2.ModelReadyRequest(name=RGB_MODEL), timeout=10).ready
+    assert stub.ModelReady(v2.ModelReadyRequest(name=RGB_MODEL, version="1"), timeout=10).ready
+    assert not stub.ModelReady(v2.ModelReadyRequest(name=RGB_MODEL, version="9"), timeout=10).ready
+    assert not stub.ModelReady(v2.ModelReadyRequest(name="no-such-model"), timeout=10).ready
+    assert stub.ServerMetadata(v2.ServerMetadataRequest(), timeout=10).name == "tilecast"
+    meta = stub.ModelMetadata(v2.ModelMetadataRequest(name=RGB_MODEL), timeout=10)
+    assert (meta.name, list(meta.versions), meta.platform) == (RGB_MODEL, ["1"], "onnxruntime_onnx")
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("image", "UINT8", [-1, -1, -1, 3])]
+    assert [(t.datatype, list(t.shape)) for t in meta.outputs] == [("UINT8", [-1, -1, -1, 3])]
+
+
+def test_model_infer_raw_and_typed_match_onnx_runtime(model_repository: Path,
+                                                       stub: kserve_v2_pb2_grpc.GRPCInferenceServiceStub) -> None:
+    batch = np.random.default_rng(30).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    expected = in_process(model_repository, batch)
+    raw = stub.ModelInfer(infer_request(batch, id="job-7"), timeout=60)
+    assert (raw.model_name, raw.model_version, raw.id) == (RGB_MODEL, "1", "job-7")
+    (output,) = raw.outputs
+    assert output.datatype == "UINT8" and list(output.shape) == list(expected.shape)
+    np.testing.assert_array_equal(np.frombuffer(raw.raw_output_contents[0], np.uint8).reshape(expected.shape),
+                                  expected)
+
+    typed = v2.ModelInferRequest(model_name=RGB_MODEL, model_version="1")
+    tensor = typed.inputs.add(name="image", datatype="UINT8", shape=batch.shape)
+    tensor.contents.uint_contents.extend(batch.ravel().tolist())
+    typed.outputs.add(name=output.name)
+    answer = stub.ModelInfer(typed, timeout=60)
+    assert answer.raw_output_contents[0] == raw.raw_output_contents[0]
+
+
+def _with_input(batch: np.ndarray, datatype: str = "UINT8", shape: tuple[int, ...] | None = None,
+                data: bytes | None = None) -> v2.ModelInferRequest:
+    request = infer_request(batch)
+    request.inputs[0].datatype = datatype
+    if shape is not None:
+        del request.inputs[0].shape[:]
+        request.inputs[0].shape.extend(shape)
+    if data is not None:
+        request.raw_input_contents[0] = data
+    return request
+
+
+MakeRequest = Callable[[np.ndarray], v2.ModelInferRequest]
+BAD_INFERS: dict[str, tuple[MakeRequest, grpc.StatusCode, str]] = {
+    "unknown model": (lambda b: v2.ModelInferRequest(model_name="nope"), grpc.StatusCode.NOT_FOUND, "not found"),
+    "version not a number": (lambda b: infer_request(b, model_version="latest"), grpc.StatusCode.INVALID_ARGUMENT,
+                             "whole number"),
+    "no such version": (lambda b: infer_request(b, model_version="4"), grpc.StatusCode.NOT_FOUND, "no version 4"),
+    "wrong datatype": (lambda b: _with_input(b, datatype="FP32"), grpc.StatusCode.INVALID_ARGUMENT,
+                       "expects dtype uint8"),
+    "unserved datatype": (lambda b: _with_input(b, datatype="BF16"), grpc.StatusCode.INVALID_ARGUMENT,
+                          "is not served"),
+    "bytes short of the shape": (lambda b: _with_input(b, data=b.tobytes()[:-1]), grpc.StatusCode.INVALID_ARGUMENT,
+                                 "needs 12288 bytes, received 12287"),
+    "huge tile claimed": (lambda b: _with_input(b, shape=(1, 100000, 100000, 3)), grpc.StatusCode.INVALID_ARGUMENT,
+                          "outside the accepted range"),
+    "raw count mismatch": (lambda b: v2.ModelInferRequest(model_name=RGB_MODEL, raw_input_contents=[b.tobytes()]),
+                           grpc.StatusCode.INVALID_ARGUMENT, "raw_input_contents holds 1 tensors for 0 inputs"),
+    "missing input": (lambda b: v2.ModelInferRequest(model_name=RGB_MODEL), grpc.StatusCode.INVALID_ARGUMENT,
+                      "missing ['image']"),
+    "unknown output": (lambda b: infer_request(b, outputs=[v2.ModelInferRequest.InferRequestedOutputTensor(
+        name="labels")]), grpc.StatusCode.INVALID_ARGUMENT, "'labels' is not one of them"),
+    "typed value too large": (lambda b: _typed(b, 300), grpc.StatusCode.INVALID_ARGUMENT,
+                              "outside the range of UINT8"),
+    "typed and raw at once": (lambda b: _typed(b, 1, raw=True), grpc.StatusCode.INVALID_ARGUMENT,
+                              "send every input one way"),
+}
+
+
+def _typed(batch: np.ndarray, value: int, raw: bool = False) -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name=RGB_MODEL)
+    tensor = request.inputs.add(name="image", datatype="UINT8", shape=batch.shape)
+    tensor.contents.uint_contents.extend([value] * batch.size)
+    if raw:
+        request.raw_input_contents.append(batch.tobytes())
+    return request
+
+
+@pytest.mark.parametrize("case", list(BAD_INFERS))
+def test_bad_infer_requests_get_their_status_and_the_server_serves_on(
+        model_repository: Path, stub: kserve_v2_pb2_grpc.GRPCInferenceServiceStub, case: str) -> None:
+    make, code, words = BAD_INFERS[case]
+    batch = np.zeros((1, 64, 64, 3), np.uint8)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(make(batch), timeout=30)
+    assert caught.value.code() == code, caught.value.details()
+    assert words in caught.value.details()
+    answer = stub.ModelInfer(infer_request(batch), timeout=60)
+    assert answer.raw_output_contents[0] == in_process(model_repository, batch).tobytes()
+
+
+def test_percentile_model_takes_each_tiles_range_as_inputs(tmp_path: Path) -> None:
+    version = tiny_segmenter(tmp_path, percentile=True)
+    rng = np.random.default_rng(31)
+    batch = rng.integers(0, 4096, (2, 32, 48, 2), dtype=np.uint16)
+    low = np.array([[10, 20], [0, 5]], np.float32)
+    high = np.array([[3000, 4000], [1000, 900]], np.float32)
+    expected = ort.InferenceSession(str(version / "model.onnx")).run(
+        None, {"image": batch, "channel_low": low, "channel_high": high})[0]
+    with ServerThread(local_settings(tmp_path)) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        stub = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(ch)  # type: ignore[no-untyped-call]
+        meta = stub.ModelMetadata(v2.ModelMetadataRequest(name="tiny"), timeout=10)
+        assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
+            ("image", "UINT16", [-1, -1, -1, 2]), ("channel_low", "FP32", [-1, 2]), ("channel_high", "FP32", [-1, 2])]
+
+        def request(high_rows: np.ndarray) -> v2.ModelInferRequest:
+            message = v2.ModelInferRequest(model_name="tiny")
+            for name, datatype, array in (("image", "UINT16", batch), ("channel_low", "FP32", low),
+                                          ("channel_high", "FP32", high_rows)):
+                message.inputs.add(name=name, datatype=datatype, shape=array.shape)
+                message.raw_input_contents.append(array.tobytes())
+            return message
+
+        answer = stub.ModelInfer(request(high), timeout=60)
+        got = np.frombuffer(answer.raw_output_contents[0], expected.dtype).reshape(answer.outputs[0].shape)
+        np.testing.assert_array_equal(got, expected)
+        for rows, words in ((low, "must exceed"), (high[:1], "must be FP32 of shape [2, 2]")):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ModelInfer(request(rows), timeout=30)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in caught.value.details()
+
+
+TRITON_USER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(sys.argv[1])
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(sys.argv[2])
+    batch = np.load(sys.argv[3])
+    image = triton.InferInput("image", list(batch.shape), "UINT8")
+    image.set_data_from_numpy(batch)
+    result = client.infer(sys.argv[2], [image], request_id="from-triton")
+    assert result.get_response().id == "from-triton"
+    np.save(sys.argv[4], result.as_numpy(result.get_response().outputs[0].name))
+    try:
+        client.infer(sys.argv[2], [triton.InferInput("image", [1, 30, 30, 3], "UINT8").set_data_from_numpy(
+            np.zeros((1, 30, 30, 3), np.uint8))])
+    except triton.InferenceServerException as exc:
+        print(exc.status(), exc.message())
+""")
+
+
+def test_nvidias_triton_client_runs_a_model_unchanged(model_repository: Path, server: ServerThread,
+                                                     tmp_path: Path) -> None:
+    """tritonclient registers the same protobuf package as our stubs, so it runs in its own process,
+    as it would in a user's program."""
+    pytest.importorskip("tritonclient", reason="tritonclient comes with the dev extra")
+    batch = np.random.default_rng(32).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    np.save(tmp_path / "batch.npy", batch)
+    script = tmp_path / "triton_user.py"
+    script.write_text(TRITON_USER)
+    run = subprocess.run([sys.executable, str(script), f"127.0.0.1:{server.port}", RGB_MODEL,
+                          str(tmp_path / "batch.npy"), str(tmp_path / "out.npy")],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), in_process(model_repository, batch))
+    assert "StatusCode.INVALID_ARGUMENT" in run.stdout and "not a multiple" in run.stdout
