@@ -199,3 +199,12 @@ def test_nvidias_triton_client_runs_a_model_unchanged(model_repository: Path, se
     assert run.returncode == 0, run.stderr[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), in_process(model_repository, batch))
     assert "StatusCode.INVALID_ARGUMENT" in run.stdout and "not a multiple" in run.stdout
+
+
+def test_no_kserve_serves_tilecast_alone(model_repository: Path) -> None:
+    with ServerThread(local_settings(model_repository, kserve=False)) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ServerLive(v2.ServerLiveRequest(), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
