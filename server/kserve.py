@@ -9,19 +9,19 @@ tritonclient sends) or as typed values (`contents`); outputs always go back raw.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from tilecast import __version__
 from tilecast.proto import tensors
-from tilecast.proto.errors import InvalidArgument, NotFound, Unavailable
+from tilecast.proto.errors import InvalidArgument, NotFound, TilecastError, Unavailable
 from tilecast.proto.v1 import inference_pb2, kserve_v2_pb2_grpc, manifest_pb2
 from tilecast.proto.v1 import kserve_v2_pb2 as v2
 from tilecast.server.backends.base import Array
 from tilecast.server.metrics import Metrics
 from tilecast.server.models import ModelManager, Served
-from tilecast.server.servicer import Context, deadline_of, run_batch, unary_errors
+from tilecast.server.servicer import CallRecord, Context, deadline_of, run_batch, stream_errors, unary_errors
 from tilecast.server.validation import checked_range, range_input_names
 
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -187,9 +187,29 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @unary_errors
     def ModelInfer(self, request: v2.ModelInferRequest, context: Context) -> v2.ModelInferResponse:
+        return self._infer(request, context, books_after_send=True)
+
+    @stream_errors
+    def ModelStreamInfer(self, requests: Iterator[v2.ModelInferRequest], context: Context,
+                         record: CallRecord) -> Iterator[v2.ModelStreamInferResponse]:
+        """Each request in turn, answered before the next is read; a request that fails is answered
+        with its error, and the stream goes on (as Triton does)."""
+        for request in requests:
+            record.model = request.model_name
+            try:
+                response = self._infer(request, context, books_after_send=False)
+            except TilecastError as exc:
+                yield v2.ModelStreamInferResponse(error_message=str(exc), infer_response=v2.ModelInferResponse(
+                    model_name=request.model_name, model_version=request.model_version, id=request.id))
+                continue
+            yield v2.ModelStreamInferResponse(infer_response=response)
+
+    def _infer(self, request: v2.ModelInferRequest, context: Context, *,
+               books_after_send: bool) -> v2.ModelInferResponse:
         with self._models.lease(request.model_name, _version(request.model_version)) as served:
             wanted = _requested(served.manifest, request)
-            outputs, _ = run_batch(served, _samples(served, _inputs(request)), deadline_of(context), context)
+            outputs, _ = run_batch(served, _samples(served, _inputs(request)), deadline_of(context), context,
+                                   books_after_send=books_after_send)
             response = v2.ModelInferResponse(
                 model_name=served.entry.name, model_version=str(served.entry.version), id=request.id)
             for index in wanted:

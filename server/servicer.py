@@ -111,12 +111,15 @@ def deadline_of(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def run_batch(served: Served, samples: list[dict[str, Array]], deadline: float | None,
-              context: Context) -> tuple[list[Array], TileOutputs]:
-    """Compute a unary call's tiles (batched with everyone else's); each output with the batch axis
-    first, and the result of the tile that took longest (for the reply's timing)."""
+def run_batch(served: Served, samples: list[dict[str, Array]], deadline: float | None, context: Context, *,
+              books_after_send: bool = True) -> tuple[list[Array], TileOutputs]:
+    """Compute a batch of tiles (batched with everyone else's); each output with the batch axis first,
+    and the result of the tile that took longest (for the reply's timing).
+
+    Metrics are counted once the call's answer is sent, or at once with `books_after_send=False`
+    (a stream answers many batches in one call)."""
     assert served.batcher is not None  # a resolved version is ready
-    later = context.add_callback(served.batcher.keep_books)  # metrics once the answer is sent
+    later = books_after_send and context.add_callback(served.batcher.keep_books)
     results = served.batcher.run_all(samples, deadline, keep_books=not later)
     outputs = [results[0].outputs[i][None] if len(results) == 1 else np.stack([r.outputs[i] for r in results])
                for i in range(len(results[0].outputs))]

@@ -64,6 +64,11 @@ class GRPCInferenceServiceStub:
                 request_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
+        self.ModelStreamInfer = channel.stream_stream(
+                '/inference.GRPCInferenceService/ModelStreamInfer',
+                request_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStreamInferResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -110,6 +115,14 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelStreamInfer(self, request_iterator, context):
+        """Triton's extension: many requests over one call, one response each (matched by id); a request
+        that fails answers with error_message and the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +155,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelInfer,
                     request_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelInferRequest.FromString,
                     response_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelInferResponse.SerializeToString,
+            ),
+            'ModelStreamInfer': grpc.stream_stream_rpc_method_handler(
+                    servicer.ModelStreamInfer,
+                    request_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelInferRequest.FromString,
+                    response_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStreamInferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -306,6 +324,33 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelInfer',
             tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
             tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStreamInfer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/inference.GRPCInferenceService/ModelStreamInfer',
+            tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
+            tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStreamInferResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,6 +71,22 @@ def test_model_infer_raw_and_typed_match_onnx_runtime(model_repository: Path,
     assert answer.raw_output_contents[0] == raw.raw_output_contents[0]
 
 
+def test_model_stream_infer_answers_each_request_and_goes_on_after_an_error(
+        model_repository: Path, stub: kserve_v2_pb2_grpc.GRPCInferenceServiceStub) -> None:
+    batches = [np.random.default_rng(40 + i).integers(0, 256, (1 + i % 2, 64, 64, 3), dtype=np.uint8)
+               for i in range(4)]
+    requests = [infer_request(b, id=f"r{i}") for i, b in enumerate(batches)]
+    requests[2].inputs[0].datatype = "UINT16"
+    answers = list(stub.ModelStreamInfer(iter(requests), timeout=120))
+    assert [a.infer_response.id for a in answers] == ["r0", "r1", "r2", "r3"]
+    assert [bool(a.error_message) for a in answers] == [False, False, True, False]
+    assert "expects dtype uint8" in answers[2].error_message
+    for i in (0, 1, 3):
+        response = answers[i].infer_response
+        got = np.frombuffer(response.raw_output_contents[0], np.uint8).reshape(response.outputs[0].shape)
+        np.testing.assert_array_equal(got, in_process(model_repository, batches[i]))
+
+
 def _with_input(batch: np.ndarray, datatype: str = "UINT8", shape: tuple[int, ...] | None = None,
                 data: bytes | None = None) -> v2.ModelInferRequest:
     request = infer_request(batch)
@@ -181,6 +197,17 @@ TRITON_USER = textwrap.dedent("""
             np.zeros((1, 30, 30, 3), np.uint8))])
     except triton.InferenceServerException as exc:
         print(exc.status(), exc.message())
+
+    streamed = {}  # Triton's streaming API: one tile per request, answers by callback
+    client.start_stream(callback=lambda result, error: streamed.update(
+        {result.get_response().id: result.as_numpy("generated")} if error is None else {"error": error}))
+    for index in range(len(batch)):
+        tile = triton.InferInput("image", [1, *batch.shape[1:]], "UINT8")
+        tile.set_data_from_numpy(batch[index:index + 1])
+        client.async_stream_infer(sys.argv[2], [tile], request_id=str(index))
+    client.stop_stream()
+    assert sorted(streamed) == [str(i) for i in range(len(batch))], streamed
+    np.save(sys.argv[5], np.concatenate([streamed[str(i)] for i in range(len(batch))]))
 """)
 
 
@@ -194,10 +221,12 @@ def test_nvidias_triton_client_runs_a_model_unchanged(model_repository: Path, se
     script = tmp_path / "triton_user.py"
     script.write_text(TRITON_USER)
     run = subprocess.run([sys.executable, str(script), f"127.0.0.1:{server.port}", RGB_MODEL,
-                          str(tmp_path / "batch.npy"), str(tmp_path / "out.npy")],
+                          str(tmp_path / "batch.npy"), str(tmp_path / "out.npy"), str(tmp_path / "streamed.npy")],
                          capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
-    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), in_process(model_repository, batch))
+    expected = in_process(model_repository, batch)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+    np.testing.assert_array_equal(np.load(tmp_path / "streamed.npy"), expected)
     assert "StatusCode.INVALID_ARGUMENT" in run.stdout and "not a multiple" in run.stdout
 
 
