@@ -115,7 +115,9 @@ class TilecastServer:
         from tilecast.server import kserve
 
         kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            kserve.KServeServicer(self.models, self.metrics, lambda: self._accepting), server)
+            kserve.KServeServicer(self.models, self.metrics, lambda: self._accepting,
+                                  stream_window=min(16, self.settings.max_tiles_in_flight_per_stream)),  # a thread each
+            server)
         return kserve.SERVICE_NAME
 
     async def stop(self, grace: float | None = None) -> None:

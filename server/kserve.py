@@ -9,7 +9,11 @@ tritonclient sends) or as typed values (`contents`); outputs always go back raw.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import numpy as np
 
@@ -136,11 +140,14 @@ def _metadata(spec: manifest_pb2.TensorSpec) -> TensorMetadata:
 
 
 class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, models: ModelManager, metrics: Metrics, accepting: Callable[[], bool]) -> None:
-        """`accepting` says whether the server takes new work (false while it shuts down)."""
+    def __init__(self, models: ModelManager, metrics: Metrics, accepting: Callable[[], bool],
+                 stream_window: int) -> None:
+        """`accepting` says whether the server takes new work (false while it shuts down);
+        `stream_window` is how many requests of one ModelStreamInfer call are computed at once."""
         self._models = models
         self._metrics = metrics
         self._accepting = accepting
+        self._stream_window = stream_window
 
     def count(self, model: str, method: str, code: str) -> None:
         self._metrics.requests.labels(model or "-", method, code).inc()
@@ -192,17 +199,17 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     @stream_errors
     def ModelStreamInfer(self, requests: Iterator[v2.ModelInferRequest], context: Context,
                          record: CallRecord) -> Iterator[v2.ModelStreamInferResponse]:
-        """Each request in turn, answered before the next is read; a request that fails is answered
-        with its error, and the stream goes on (as Triton does)."""
-        for request in requests:
-            record.model = request.model_name
+        """Several requests computed at once, so one stream's tiles batch; answers in the order they
+        finish (matched by id). A request that fails is answered with its error; the stream goes on."""
+        def answer(request: v2.ModelInferRequest) -> v2.ModelStreamInferResponse:
+            record.model = record.model or request.model_name
             try:
-                response = self._infer(request, context, books_after_send=False)
+                return v2.ModelStreamInferResponse(infer_response=self._infer(request, context, books_after_send=False))
             except TilecastError as exc:
-                yield v2.ModelStreamInferResponse(error_message=str(exc), infer_response=v2.ModelInferResponse(
+                return v2.ModelStreamInferResponse(error_message=str(exc), infer_response=v2.ModelInferResponse(
                     model_name=request.model_name, model_version=request.model_version, id=request.id))
-                continue
-            yield v2.ModelStreamInferResponse(infer_response=response)
+
+        yield from _RequestStream(answer, self._stream_window).run(requests)
 
     def _infer(self, request: v2.ModelInferRequest, context: Context, *,
                books_after_send: bool) -> v2.ModelInferResponse:
@@ -218,3 +225,61 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
                                      shape=array.shape)
                 response.raw_output_contents.append(array.tobytes())
             return response
+
+
+_END = object()  # the last item of a stream's answers
+
+
+class _RequestStream:
+    """One ModelStreamInfer call. A reader thread takes requests and hands each to a worker thread,
+    which computes it as a unary call would (queued with everyone's tiles, computed by whichever
+    waiting thread finds an engine free); the call's thread sends answers as they come. At most
+    `window` requests are in flight: with the window full, the reader waits, and gRPC's flow control
+    holds the client back."""
+
+    def __init__(self, answer: Callable[[v2.ModelInferRequest], v2.ModelStreamInferResponse], window: int) -> None:
+        self._answer = answer
+        self._window = window
+        self._slots = threading.Semaphore(window)
+        self._answers: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._workers = ThreadPoolExecutor(window, thread_name_prefix="stream-request")
+        self._leaving = threading.Event()
+
+    def run(self, requests: Iterator[v2.ModelInferRequest]) -> Iterator[v2.ModelStreamInferResponse]:
+        threading.Thread(target=self._read, args=(requests,), name="stream-requests", daemon=True).start()
+        try:
+            while (item := self._answers.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield cast(v2.ModelStreamInferResponse, item)
+        finally:
+            self._leaving.set()  # the client went away or the call failed: read no more
+            self._workers.shutdown(wait=False, cancel_futures=True)
+
+    def _read(self, requests: Iterator[v2.ModelInferRequest]) -> None:
+        try:
+            for request in requests:
+                if not self._take_slot():
+                    return
+                self._workers.submit(self._work, request)
+            for _ in range(self._window):  # every request answered: the stream is done
+                if not self._take_slot():
+                    return
+            self._answers.put(_END)
+        except Exception as exc:  # the request stream broke; the call's thread ends the call with it
+            self._answers.put(exc)
+
+    def _take_slot(self) -> bool:
+        """Wait for room in the window; False once the call is over."""
+        while not self._slots.acquire(timeout=0.1):
+            if self._leaving.is_set():
+                return False
+        return not self._leaving.is_set()
+
+    def _work(self, request: v2.ModelInferRequest) -> None:
+        try:
+            self._answers.put(self._answer(request))
+        except Exception as exc:  # not a request's own error: the call fails
+            self._answers.put(exc)
+        finally:
+            self._slots.release()

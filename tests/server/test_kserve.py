@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -77,14 +79,54 @@ def test_model_stream_infer_answers_each_request_and_goes_on_after_an_error(
                for i in range(4)]
     requests = [infer_request(b, id=f"r{i}") for i, b in enumerate(batches)]
     requests[2].inputs[0].datatype = "UINT16"
-    answers = list(stub.ModelStreamInfer(iter(requests), timeout=120))
-    assert [a.infer_response.id for a in answers] == ["r0", "r1", "r2", "r3"]
-    assert [bool(a.error_message) for a in answers] == [False, False, True, False]
-    assert "expects dtype uint8" in answers[2].error_message
+    answers = {a.infer_response.id: a for a in stub.ModelStreamInfer(iter(requests), timeout=120)}
+    assert sorted(answers) == ["r0", "r1", "r2", "r3"]  # in the order they finish
+    assert "expects dtype uint8" in answers["r2"].error_message
     for i in (0, 1, 3):
-        response = answers[i].infer_response
+        response = answers[f"r{i}"].infer_response
+        assert not answers[f"r{i}"].error_message
         got = np.frombuffer(response.raw_output_contents[0], np.uint8).reshape(response.outputs[0].shape)
         np.testing.assert_array_equal(got, in_process(model_repository, batches[i]))
+
+
+def test_one_streams_single_tile_requests_are_batched(model_repository: Path) -> None:
+    """A Triton client streaming one tile per request gets them batched, as tilecast's own stream does."""
+    tiles = np.random.default_rng(41).integers(0, 256, (24, 256, 256, 3), dtype=np.uint8)
+    with ServerThread(local_settings(model_repository)) as server, \
+            grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        batcher = server.server.models.resolve(RGB_MODEL).batcher
+        assert batcher is not None
+        stub = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        requests = (infer_request(tiles[i:i + 1], id=str(i)) for i in range(len(tiles)))
+        answers = {int(a.infer_response.id): a.infer_response for a in stub.ModelStreamInfer(requests, timeout=300)}
+        assert sorted(answers) == list(range(len(tiles)))
+        assert batcher.stats.largest_batch > 1, "a stream's requests were computed one by one"
+    expected = in_process(model_repository, tiles)
+    for i, response in answers.items():
+        np.testing.assert_array_equal(np.frombuffer(response.raw_output_contents[0], np.uint8).reshape(
+            expected[i:i + 1].shape), expected[i:i + 1], err_msg=f"tile {i}")
+
+
+def test_a_cancelled_model_stream_ends_and_the_server_serves_on(
+        model_repository: Path, server: ServerThread, stub: kserve_v2_pb2_grpc.GRPCInferenceServiceStub) -> None:
+    batch = np.random.default_rng(42).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    hold = threading.Event()
+
+    def requests() -> Iterator[v2.ModelInferRequest]:
+        yield infer_request(batch, id="first")
+        hold.wait(timeout=60)  # the client goes quiet; then it cancels
+
+    call = stub.ModelStreamInfer(requests(), timeout=120)
+    assert next(call).infer_response.id == "first"
+    call.cancel()
+    hold.set()
+    for _ in range(100):  # bounded: the stream's reader ends with the call
+        if not any(t.name == "stream-requests" for t in threading.enumerate()):
+            break
+        time.sleep(0.05)
+    assert not any(t.name == "stream-requests" for t in threading.enumerate())
+    answer = stub.ModelInfer(infer_request(batch), timeout=60)
+    assert answer.raw_output_contents[0] == in_process(model_repository, batch).tobytes()
 
 
 def _with_input(batch: np.ndarray, datatype: str = "UINT8", shape: tuple[int, ...] | None = None,
