@@ -125,6 +125,16 @@ class _Done:
     failed: bool
 
 
+@dataclass(frozen=True)
+class BatchLimits:
+    """How a batcher was configured: for a model's description (Triton's model config)."""
+
+    max_batch_size: int
+    max_queue_size: int
+    max_queue_delay_s: float
+    instances: int
+
+
 class DynamicBatcher:
     def __init__(
         self,
@@ -157,6 +167,10 @@ class DynamicBatcher:
         self.stats = BatchStats()
         if observer is not None:
             observer.track(self)
+
+    @property
+    def limits(self) -> BatchLimits:
+        return BatchLimits(self._max_batch, self._max_queue, self._delay, self._instances)
 
     @property
     def queued(self) -> int:

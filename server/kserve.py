@@ -139,6 +139,44 @@ def _metadata(spec: manifest_pb2.TensorSpec) -> TensorMetadata:
     return TensorMetadata(name=spec.name, datatype=DATATYPES.get(spec.dtype, ""), shape=shape)
 
 
+def _config(served: Served) -> v2.ModelConfig:
+    """Triton's description of a served version: tensors without the batch axis, batching, instances."""
+    manifest, engines = served.manifest, served.entry.backends
+    assert served.batcher is not None  # a resolved version is ready
+    limits = served.batcher.limits
+    engine = engines[0].name if engines else ""
+    on_gpu = engine == "tensorrt" or any(p != "CPUExecutionProvider" for p in getattr(engines[0], "providers", []))
+    config = v2.ModelConfig(
+        name=manifest.name, platform=PLATFORMS.get(engine, ""), backend=engine, max_batch_size=limits.max_batch_size,
+        instance_group=[v2.ModelInstanceGroup(name=manifest.name, count=limits.instances, kind=(
+            v2.ModelInstanceGroup.KIND_GPU if on_gpu else v2.ModelInstanceGroup.KIND_CPU))],
+        dynamic_batching=v2.ModelDynamicBatching(
+            max_queue_delay_microseconds=round(limits.max_queue_delay_s * 1e6),
+            default_queue_policy=v2.ModelQueuePolicy(max_queue_size=limits.max_queue_size)))
+    for spec in manifest.inputs:
+        image = spec.layout == manifest_pb2.LAYOUT_NHWC
+        config.input.add(name=spec.name, data_type=_config_dtype(spec.dtype), dims=_dims(spec),
+                         format=v2.ModelInput.FORMAT_NHWC if image else v2.ModelInput.FORMAT_NONE)
+    for spec in manifest.outputs:
+        config.output.add(name=spec.name, data_type=_config_dtype(spec.dtype), dims=_dims(spec))
+    return config
+
+
+def _dims(spec: manifest_pb2.TensorSpec) -> list[int]:
+    return [-1, -1, spec.channels] if spec.layout == manifest_pb2.LAYOUT_NHWC else [spec.channels]
+
+
+_CONFIG_DTYPES = {  # wire dtype -> Triton's model-config enum
+    manifest_pb2.DTYPE_UINT8: v2.TYPE_UINT8, manifest_pb2.DTYPE_UINT16: v2.TYPE_UINT16,
+    manifest_pb2.DTYPE_FLOAT16: v2.TYPE_FP16, manifest_pb2.DTYPE_FLOAT32: v2.TYPE_FP32,
+    manifest_pb2.DTYPE_INT32: v2.TYPE_INT32, manifest_pb2.DTYPE_INT64: v2.TYPE_INT64,
+}
+
+
+def _config_dtype(dtype: manifest_pb2.DType) -> v2.DataType:
+    return _CONFIG_DTYPES.get(dtype, v2.TYPE_INVALID)
+
+
 class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, models: ModelManager, metrics: Metrics, accepting: Callable[[], bool],
                  stream_window: int) -> None:
@@ -195,6 +233,11 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     @unary_errors
     def ModelInfer(self, request: v2.ModelInferRequest, context: Context) -> v2.ModelInferResponse:
         return self._infer(request, context, books_after_send=True)
+
+    @unary_errors
+    def ModelConfig(self, request: v2.ModelConfigRequest, context: Context) -> v2.ModelConfigResponse:
+        served = self._models.resolve(request.name, _version(request.version))
+        return v2.ModelConfigResponse(config=_config(served))
 
     @stream_errors
     def ModelStreamInfer(self, requests: Iterator[v2.ModelInferRequest], context: Context,

@@ -69,6 +69,11 @@ class GRPCInferenceServiceStub:
                 request_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStreamInferResponse.FromString,
                 _registered_method=True)
+        self.ModelConfig = channel.unary_unary(
+                '/inference.GRPCInferenceService/ModelConfig',
+                request_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelConfigRequest.SerializeToString,
+                response_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelConfigResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -123,6 +128,13 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelConfig(self, request, context):
+        """Triton's extension: the model's configuration (batching, instances, tensors without the batch axis).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +172,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelStreamInfer,
                     request_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelInferRequest.FromString,
                     response_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStreamInferResponse.SerializeToString,
+            ),
+            'ModelConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelConfig,
+                    request_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelConfigRequest.FromString,
+                    response_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +368,33 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelStreamInfer',
             tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelInferRequest.SerializeToString,
             tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStreamInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelConfig',
+            tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelConfigRequest.SerializeToString,
+            tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

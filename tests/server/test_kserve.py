@@ -54,6 +54,22 @@ def test_liveness_readiness_and_metadata(stub: kserve_v2_pb2_grpc.GRPCInferenceS
     assert [(t.datatype, list(t.shape)) for t in meta.outputs] == [("UINT8", [-1, -1, -1, 3])]
 
 
+def test_triton_model_config_describes_batching_and_tensors(stub: kserve_v2_pb2_grpc.GRPCInferenceServiceStub) -> None:
+    config = stub.ModelConfig(v2.ModelConfigRequest(name=RGB_MODEL), timeout=10).config
+    assert (config.name, config.platform, config.backend, config.max_batch_size) == (
+        RGB_MODEL, "onnxruntime_onnx", "onnxruntime", 8)
+    (image,) = config.input
+    assert (image.name, image.data_type, image.format, list(image.dims)) == (
+        "image", v2.TYPE_UINT8, v2.ModelInput.FORMAT_NHWC, [-1, -1, 3])  # no batch axis, as Triton writes it
+    assert [(o.data_type, list(o.dims)) for o in config.output] == [(v2.TYPE_UINT8, [-1, -1, 3])]
+    (group,) = config.instance_group
+    assert (group.count, group.kind) == (1, v2.ModelInstanceGroup.KIND_CPU)
+    assert config.dynamic_batching.default_queue_policy.max_queue_size == 512
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelConfig(v2.ModelConfigRequest(name="no-such-model"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_model_infer_raw_and_typed_match_onnx_runtime(model_repository: Path,
                                                        stub: kserve_v2_pb2_grpc.GRPCInferenceServiceStub) -> None:
     batch = np.random.default_rng(30).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
@@ -203,6 +219,11 @@ def test_percentile_model_takes_each_tiles_range_as_inputs(tmp_path: Path) -> No
         meta = stub.ModelMetadata(v2.ModelMetadataRequest(name="tiny"), timeout=10)
         assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
             ("image", "UINT16", [-1, -1, -1, 2]), ("channel_low", "FP32", [-1, 2]), ("channel_high", "FP32", [-1, 2])]
+        config = stub.ModelConfig(v2.ModelConfigRequest(name="tiny"), timeout=10).config
+        assert [(i.name, i.data_type, i.format, list(i.dims)) for i in config.input] == [
+            ("image", v2.TYPE_UINT16, v2.ModelInput.FORMAT_NHWC, [-1, -1, 2]),
+            ("channel_low", v2.TYPE_FP32, v2.ModelInput.FORMAT_NONE, [2]),
+            ("channel_high", v2.TYPE_FP32, v2.ModelInput.FORMAT_NONE, [2])]
 
         def request(high_rows: np.ndarray) -> v2.ModelInferRequest:
             message = v2.ModelInferRequest(model_name="tiny")
@@ -228,6 +249,9 @@ TRITON_USER = textwrap.dedent("""
 
     client = triton.InferenceServerClient(sys.argv[1])
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(sys.argv[2])
+    config = client.get_model_config(sys.argv[2], as_json=True)["config"]  # as Triton's image_client reads it
+    assert config["max_batch_size"] == 8 and config["input"][0]["format"] == "FORMAT_NHWC", config
+    assert config["input"][0]["dims"] == ["-1", "-1", "3"], config
     batch = np.load(sys.argv[3])
     image = triton.InferInput("image", list(batch.shape), "UINT8")
     image.set_data_from_numpy(batch)
