@@ -144,8 +144,9 @@ def _config(served: Served) -> v2.ModelConfig:
     manifest, engines = served.manifest, served.entry.backends
     assert served.batcher is not None  # a resolved version is ready
     limits = served.batcher.limits
-    engine = engines[0].name if engines else ""
-    on_gpu = engine == "tensorrt" or any(p != "CPUExecutionProvider" for p in getattr(engines[0], "providers", []))
+    engine = engines[0].name if engines else ""  # none once retired: a version unloaded since resolve()
+    providers = getattr(engines[0], "providers", []) if engines else []
+    on_gpu = engine == "tensorrt" or any(p != "CPUExecutionProvider" for p in providers)
     config = v2.ModelConfig(
         name=manifest.name, platform=PLATFORMS.get(engine, ""), backend=engine, max_batch_size=limits.max_batch_size,
         instance_group=[v2.ModelInstanceGroup(name=manifest.name, count=limits.instances, kind=(
@@ -195,9 +196,7 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
         return v2.ServerLiveResponse(live=True)
 
     @unary_errors
-    def ServerReady(
-        self, request: v2.ServerReadyRequest, context: Context
-    ) -> v2.ServerReadyResponse:
+    def ServerReady(self, request: v2.ServerReadyRequest, context: Context) -> v2.ServerReadyResponse:
         statuses = self._models.statuses()
         ready = {s.name for s in statuses if s.state == inference_pb2.MODEL_STATE_READY}
         return v2.ServerReadyResponse(ready=self._accepting() and all(s.name in ready for s in statuses))
@@ -212,15 +211,11 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
         return v2.ModelReadyResponse(ready=True)
 
     @unary_errors
-    def ServerMetadata(
-        self, request: v2.ServerMetadataRequest, context: Context
-    ) -> v2.ServerMetadataResponse:
+    def ServerMetadata(self, request: v2.ServerMetadataRequest, context: Context) -> v2.ServerMetadataResponse:
         return v2.ServerMetadataResponse(name="tilecast", version=__version__)
 
     @unary_errors
-    def ModelMetadata(
-        self, request: v2.ModelMetadataRequest, context: Context
-    ) -> v2.ModelMetadataResponse:
+    def ModelMetadata(self, request: v2.ModelMetadataRequest, context: Context) -> v2.ModelMetadataResponse:
         served = self._models.resolve(request.name, _version(request.version))
         manifest, engines = served.manifest, served.entry.backends
         versions = [str(s.version) for s in self._models.statuses()
