@@ -233,6 +233,7 @@ class _TileStream:
         self._reader: threading.Thread | None = None
         self._reader_reads = False  # whose turn it is to read: changed only by the thread holding it
         self._reader_wake = threading.Event()  # set while the reader may read, or must leave
+        self._first_read = True
 
     def run(self, requests: Iterator[StreamRequest], context: Context) -> Iterator[StreamReply]:
         context.add_callback(lambda: self._batcher.notify(self._stop))  # the call ended, however it ended
@@ -264,7 +265,9 @@ class _TileStream:
             self._batcher.notify(self._finish_reading)
             return
         waited = time.monotonic() - asked
-        if self._queue(request, self._queued) > _CALL_READS_UP_TO or waited < _SENT_AHEAD_S:
+        # The first tile usually comes with the header whatever the client's pace: its read says nothing.
+        first, self._first_read = self._first_read, False
+        if self._queue(request, self._queued) > _CALL_READS_UP_TO or (waited < _SENT_AHEAD_S and not first):
             self._reader_reads = True
             if self._reader is None:
                 self._reader = threading.Thread(target=self._read, args=(requests,), name="stream-reader",

@@ -195,8 +195,8 @@ def stream_readers() -> set[threading.Thread]:
 
 def paced_stream(client: Client, inputs: dict[int, np.ndarray], pause_s: float,
                  burst_every: int = 0) -> tuple[dict[int, np.ndarray], set[threading.Thread]]:
-    """Send each tile `pause_s` after every earlier tile is answered (as a microscope sends what it
-    acquires), or, with `burst_every`, alternate that with runs of tiles sent at once. Returns the
+    """Send the first tile with the header and each next one `pause_s` after every earlier tile is
+    answered (as a microscope sends what it acquires), or, with `burst_every`, alternate that with runs of tiles sent at once. Returns the
     answers by id, and the stream reader threads that appeared while it ran."""
     before = stream_readers()
     seen: set[threading.Thread] = set()
@@ -212,7 +212,8 @@ def paced_stream(client: Client, inputs: dict[int, np.ndarray], pause_s: float,
             if not (burst_every and (i // burst_every) % 2):
                 with answered:
                     assert answered.wait_for(caught_up, timeout=60)
-                time.sleep(pause_s)
+                if sent:  # the first tile goes with the header, as a client sends them
+                    time.sleep(pause_s)
             sent += 1
             yield i, tile
 
