@@ -196,8 +196,9 @@ def stream_readers() -> set[threading.Thread]:
 def paced_stream(client: Client, inputs: dict[int, np.ndarray], pause_s: float,
                  burst_every: int = 0) -> tuple[dict[int, np.ndarray], set[threading.Thread]]:
     """Send the first tile with the header and each next one `pause_s` after every earlier tile is
-    answered (as a microscope sends what it acquires), or, with `burst_every`, alternate that with runs of tiles sent at once. Returns the
-    answers by id, and the stream reader threads that appeared while it ran."""
+    answered (as a microscope sends what it acquires), or, with `burst_every`, alternate that with
+    runs of tiles sent at once. Returns the answers by id, and the stream reader threads that
+    appeared while it ran."""
     before = stream_readers()
     seen: set[threading.Thread] = set()
     answered = threading.Condition()
