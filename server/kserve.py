@@ -134,17 +134,26 @@ def _requested(manifest: manifest_pb2.ModelManifest, request: v2.ModelInferReque
     return wanted or list(range(len(names)))
 
 
+def _dims(spec: manifest_pb2.TensorSpec) -> list[int]:
+    """A tensor's shape without the batch axis (-1: any size), as Triton's model config writes it."""
+    return [-1, -1, spec.channels] if spec.layout == manifest_pb2.LAYOUT_NHWC else [spec.channels]
+
+
 def _metadata(spec: manifest_pb2.TensorSpec) -> TensorMetadata:
-    shape = [-1, -1, -1, spec.channels] if spec.layout == manifest_pb2.LAYOUT_NHWC else [-1, spec.channels]
-    return TensorMetadata(name=spec.name, datatype=DATATYPES.get(spec.dtype, ""), shape=shape)
+    return TensorMetadata(name=spec.name, datatype=DATATYPES.get(spec.dtype, ""), shape=[-1, *_dims(spec)])
+
+
+def _engine(served: Served) -> str:
+    """The backend serving a version ('' once retired: a version unloaded since it was resolved)."""
+    engines = served.entry.backends
+    return engines[0].name if engines else ""
 
 
 def _config(served: Served) -> v2.ModelConfig:
     """Triton's description of a served version: tensors without the batch axis, batching, instances."""
-    manifest, engines = served.manifest, served.entry.backends
+    manifest, engines, engine = served.manifest, served.entry.backends, _engine(served)
     assert served.batcher is not None  # a resolved version is ready
     limits = served.batcher.limits
-    engine = engines[0].name if engines else ""  # none once retired: a version unloaded since resolve()
     providers = getattr(engines[0], "providers", []) if engines else []
     on_gpu = engine == "tensorrt" or any(p != "CPUExecutionProvider" for p in providers)
     config = v2.ModelConfig(
@@ -163,19 +172,10 @@ def _config(served: Served) -> v2.ModelConfig:
     return config
 
 
-def _dims(spec: manifest_pb2.TensorSpec) -> list[int]:
-    return [-1, -1, spec.channels] if spec.layout == manifest_pb2.LAYOUT_NHWC else [spec.channels]
-
-
-_CONFIG_DTYPES = {  # wire dtype -> Triton's model-config enum
-    manifest_pb2.DTYPE_UINT8: v2.TYPE_UINT8, manifest_pb2.DTYPE_UINT16: v2.TYPE_UINT16,
-    manifest_pb2.DTYPE_FLOAT16: v2.TYPE_FP16, manifest_pb2.DTYPE_FLOAT32: v2.TYPE_FP32,
-    manifest_pb2.DTYPE_INT32: v2.TYPE_INT32, manifest_pb2.DTYPE_INT64: v2.TYPE_INT64,
-}
-
-
 def _config_dtype(dtype: manifest_pb2.DType) -> v2.DataType:
-    return _CONFIG_DTYPES.get(dtype, v2.TYPE_INVALID)
+    """Triton's model-config enum for a wire dtype: TYPE_ and the protocol's datatype name."""
+    name = DATATYPES.get(dtype)
+    return cast(v2.DataType, v2.DataType.Value(f"TYPE_{name}")) if name else v2.TYPE_INVALID
 
 
 class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
@@ -217,11 +217,11 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     @unary_errors
     def ModelMetadata(self, request: v2.ModelMetadataRequest, context: Context) -> v2.ModelMetadataResponse:
         served = self._models.resolve(request.name, _version(request.version))
-        manifest, engines = served.manifest, served.entry.backends
+        manifest = served.manifest
         versions = [str(s.version) for s in self._models.statuses()
                     if s.name == request.name and s.state == inference_pb2.MODEL_STATE_READY]
         return v2.ModelMetadataResponse(
-            name=manifest.name, versions=versions, platform=PLATFORMS.get(engines[0].name, "") if engines else "",
+            name=manifest.name, versions=versions, platform=PLATFORMS.get(_engine(served), ""),
             inputs=[_metadata(spec) for spec in manifest.inputs],
             outputs=[_metadata(spec) for spec in manifest.outputs])
 
