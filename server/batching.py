@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import functools
 import logging
 import operator
@@ -98,21 +99,66 @@ class Ticket:
 
 
 @dataclass
+class Duration:
+    """How many, and the seconds they took together."""
+
+    count: int = 0
+    seconds: float = 0.0
+
+    def add(self, seconds: float, count: int = 1) -> None:
+        self.count += count
+        self.seconds += seconds
+
+
+@dataclass
+class SizeStats:
+    """Engine calls of one batch size: how many, and their stacking and engine seconds."""
+
+    batches: int = 0
+    prepare_seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+
+@dataclass
 class BatchStats:
-    """Counters a test or a log line can read, brought up to date by `keep_books()`."""
+    """Counters a test, a log line or a statistics request reads, brought up to date by `keep_books()`.
+
+    The per-tile durations count each tile once, with its own wait and its batch's whole engine call
+    (as Triton counts the requests of a batch)."""
 
     batches: int = 0
     tiles: int = 0
     largest_batch: int = 0
-    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
     expired: int = 0
+    succeeded: Duration = field(default_factory=Duration)  # per tile: from queueing to result
+    failed: Duration = field(default_factory=Duration)  # per tile: engine failed, or deadline passed queued
+    queued: Duration = field(default_factory=Duration)  # per tile: waiting for a batch and an engine
+    prepared: Duration = field(default_factory=Duration)  # per tile: stacking its batch
+    computed: Duration = field(default_factory=Duration)  # per tile: its batch's engine call
+    by_size: dict[int, SizeStats] = field(default_factory=dict)
+    last_batch_at: float = 0.0  # time.time() when the last batch was counted; 0 before the first
 
     def count(self, done: _Done) -> None:
-        if not done.failed:
-            self.batches += 1
-            self.tiles += done.size
-            self.largest_batch = max(self.largest_batch, done.size)
-            self.batch_sizes[done.size] += 1
+        waited = sum(done.waits)  # each wait runs to the engine call, so it holds the stacking too
+        if done.failed:
+            self.failed.add(waited + done.compute * done.size, done.size)
+            return
+        self.batches += 1
+        self.tiles += done.size
+        self.largest_batch = max(self.largest_batch, done.size)
+        self.succeeded.add(waited + done.compute * done.size, done.size)
+        self.queued.add(waited - done.prepare * done.size, done.size)
+        self.prepared.add(done.prepare * done.size, done.size)
+        self.computed.add(done.compute * done.size, done.size)
+        size = self.by_size.setdefault(done.size, SizeStats())
+        size.batches += 1
+        size.prepare_seconds += done.prepare
+        size.compute_seconds += done.compute
+        self.last_batch_at = time.time()
+
+    def expire(self, waited: float) -> None:
+        self.expired += 1
+        self.failed.add(waited)
 
 
 @dataclass(slots=True)
@@ -121,6 +167,7 @@ class _Done:
 
     size: int
     waits: list[float]
+    prepare: float  # stacking the batch
     compute: float
     failed: bool
 
@@ -270,6 +317,12 @@ class DynamicBatcher:
             else:
                 self._observer.batch_done(done.size, done.waits, done.compute)
 
+    def statistics(self) -> BatchStats:
+        """A copy of `stats`, with every finished batch counted."""
+        self.keep_books()
+        with self._lock:
+            return copy.deepcopy(self.stats)
+
     def run_all(self, samples: Sequence[Feeds], deadline: float | None = None, *,
                 keep_books: bool = True) -> list[TileOutputs]:
         """Queue several tiles and wait for all their outputs, in order; the first error fails them all."""
@@ -330,11 +383,11 @@ class DynamicBatcher:
             self._computing += len(batch)
             self._lock.release()
             try:
-                outputs, started, compute = self._compute(run, batch)
+                outputs, prepare, started, compute = self._compute(run, batch)
             finally:
                 self._lock.acquire()
                 self._computing -= len(batch)
-            self._finish(batch, outputs, started, compute)
+            self._finish(batch, outputs, prepare, started, compute)
         finally:
             self._free.append(run)
             if self._sleepers:
@@ -361,8 +414,10 @@ class DynamicBatcher:
         self._pending = kept
         return batch, expired
 
-    def _compute(self, run: RunBatch, batch: list[Ticket]) -> tuple[list[Array] | TilecastError, float, float]:
-        """Run one batch without the lock: (outputs or the error, start time, seconds)."""
+    def _compute(self, run: RunBatch,
+                 batch: list[Ticket]) -> tuple[list[Array] | TilecastError, float, float, float]:
+        """Run one batch without the lock: (outputs or the error, stacking seconds, engine start, seconds)."""
+        taken = time.monotonic()
         if len(batch) == 1:  # a view, no copy: the common case at low load
             feeds = {name: array[None] for name, array in batch[0].sample.items()}
         else:
@@ -375,24 +430,24 @@ class DynamicBatcher:
         except Exception as exc:  # an engine failure fails these tiles, not the thread that ran them
             log.exception("model %s: engine call failed", self._name)
             outputs = Internal(f"model {self._name}: engine failed on a batch of {len(batch)}: {exc}")
-        return outputs, started, time.monotonic() - started
+        return outputs, started - taken, started, time.monotonic() - started
 
     def _expire(self, requests: list[Ticket]) -> None:
         now = time.monotonic()
         for request in requests:
-            self.stats.expired += 1
+            self.stats.expire(now - request.queued_at)
             request.settle(DeadlineExceeded(
                 f"model {self._name}: deadline passed after {now - request.queued_at:.3f} s in the queue"))
 
-    def _finish(self, batch: list[Ticket], outputs: list[Array] | TilecastError, started: float,
+    def _finish(self, batch: list[Ticket], outputs: list[Array] | TilecastError, prepare: float, started: float,
                 compute: float) -> None:
         if isinstance(outputs, TilecastError):
             for request in batch:
                 request.settle(outputs)
-            self._books.append(_Done(len(batch), [], compute, True))
+            self._books.append(_Done(len(batch), [started - r.queued_at for r in batch], prepare, compute, True))
             return
         size, waits = len(batch), []
         for i, request in enumerate(batch):  # loops, not comprehensions: each of those is a function call
             waits.append(started - request.queued_at)
             request.settle(TileOutputs(list(map(operator.itemgetter(i), outputs)), waits[-1], compute, size))
-        self._books.append(_Done(size, waits, compute, False))
+        self._books.append(_Done(size, waits, prepare, compute, False))

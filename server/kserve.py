@@ -37,6 +37,7 @@ _WIRE_DTYPES = {name: code for code, name in DATATYPES.items()}
 # Where typed (not raw) values of each datatype travel; FP16 has no field and must be raw.
 _TYPED_FIELDS = {"UINT8": "uint_contents", "UINT16": "uint_contents", "INT32": "int_contents",
                  "INT64": "int64_contents", "FP32": "fp32_contents"}
+EXTENSIONS = ["model_configuration", "statistics"]  # Triton's names for the extensions served here
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}  # Triton's platform names
 
 InferInput = v2.ModelInferRequest.InferInputTensor
@@ -178,6 +179,30 @@ def _config_dtype(dtype: manifest_pb2.DType) -> v2.DataType:
     return cast(v2.DataType, v2.DataType.Value(f"TYPE_{name}")) if name else v2.TYPE_INVALID
 
 
+def _duration(count: int, seconds: float) -> v2.StatisticDuration:
+    return v2.StatisticDuration(count=count, ns=round(seconds * 1e9))
+
+
+def _statistics(served: Served) -> v2.ModelStatistics:
+    """Triton's statistics of a version, from its batcher's counts (a "request" is a tile)."""
+    assert served.batcher is not None  # a ready version
+    stats = served.batcher.statistics()
+    ok = stats.succeeded.count
+    return v2.ModelStatistics(
+        name=served.entry.name, version=str(served.entry.version), last_inference=round(stats.last_batch_at * 1000),
+        inference_count=stats.tiles, execution_count=stats.batches,
+        inference_stats=v2.InferStatistics(
+            success=_duration(ok, stats.succeeded.seconds), fail=_duration(stats.failed.count, stats.failed.seconds),
+            queue=_duration(stats.queued.count, stats.queued.seconds),
+            compute_input=_duration(stats.prepared.count, stats.prepared.seconds),
+            compute_infer=_duration(stats.computed.count, stats.computed.seconds),
+            compute_output=_duration(ok, 0.0)),
+        batch_stats=[v2.InferBatchStatistics(
+            batch_size=size, compute_input=_duration(calls.batches, calls.prepare_seconds),
+            compute_infer=_duration(calls.batches, calls.compute_seconds), compute_output=_duration(calls.batches, 0.0))
+            for size, calls in sorted(stats.by_size.items())])
+
+
 class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, models: ModelManager, metrics: Metrics, accepting: Callable[[], bool],
                  stream_window: int) -> None:
@@ -212,7 +237,7 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
 
     @unary_errors
     def ServerMetadata(self, request: v2.ServerMetadataRequest, context: Context) -> v2.ServerMetadataResponse:
-        return v2.ServerMetadataResponse(name="tilecast", version=__version__)
+        return v2.ServerMetadataResponse(name="tilecast", version=__version__, extensions=EXTENSIONS)
 
     @unary_errors
     def ModelMetadata(self, request: v2.ModelMetadataRequest, context: Context) -> v2.ModelMetadataResponse:
@@ -233,6 +258,14 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelConfig(self, request: v2.ModelConfigRequest, context: Context) -> v2.ModelConfigResponse:
         served = self._models.resolve(request.name, _version(request.version))
         return v2.ModelConfigResponse(config=_config(served))
+
+    @unary_errors
+    def ModelStatistics(self, request: v2.ModelStatisticsRequest, context: Context) -> v2.ModelStatisticsResponse:
+        version = _version(request.version)
+        if version and not request.name:
+            raise InvalidArgument("statistics of a model version need the model's name too")
+        return v2.ModelStatisticsResponse(
+            model_stats=[_statistics(served) for served in self._models.ready_versions(request.name, version)])
 
     @stream_errors
     def ModelStreamInfer(self, requests: Iterator[v2.ModelInferRequest], context: Context,

@@ -98,6 +98,15 @@ class ModelManager:
                 f"model {name!r} version {chosen.entry.version} is not ready: {chosen.entry.reason or 'loading'}")
         return chosen
 
+    def ready_versions(self, name: str = "", version: int = 0) -> list[Served]:
+        """Every ready version, a model's, or one: what a statistics request covers."""
+        if version:
+            return [self.resolve(name, version)]
+        if name:
+            self.resolve(name)  # NotFound for a name this server lacks, Unavailable with none ready
+        return [s for (n, _), s in sorted(self._current.items())
+                if (not name or n == name) and s.entry.state == READY and s.batcher is not None]
+
     @contextlib.contextmanager
     def lease(self, name: str, version: int = 0) -> Iterator[Served]:
         """Hold a version for the length of a request; its engines stay until the last lease ends."""

@@ -74,6 +74,11 @@ class GRPCInferenceServiceStub:
                 request_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelConfigRequest.SerializeToString,
                 response_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelConfigResponse.FromString,
                 _registered_method=True)
+        self.ModelStatistics = channel.unary_unary(
+                '/inference.GRPCInferenceService/ModelStatistics',
+                request_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStatisticsRequest.SerializeToString,
+                response_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStatisticsResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -135,6 +140,14 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelStatistics(self, request, context):
+        """Triton's extension: cumulative counts and times of each ready version (all models when no name
+        is given, all ready versions when no version is), as perf_analyzer reads them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +190,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelConfig,
                     request_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelConfigRequest.FromString,
                     response_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelConfigResponse.SerializeToString,
+            ),
+            'ModelStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelStatistics,
+                    request_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStatisticsRequest.FromString,
+                    response_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStatisticsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +413,33 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelConfig',
             tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelConfigRequest.SerializeToString,
             tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelStatistics',
+            tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStatisticsRequest.SerializeToString,
+            tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStatisticsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from tilecast.proto.errors import Unavailable
+from tilecast.proto.errors import DeadlineExceeded, Internal, Unavailable
 from tilecast.server.batching import DynamicBatcher, Feeds
 from tilecast.server.metrics import Metrics
 
@@ -96,3 +97,35 @@ def test_bookkeeping_can_wait_until_the_results_are_sent() -> None:
     batcher.run_all([{"x": np.ones(2)}, {"x": np.ones(2)}])  # by default, counted before it returns
     assert (batcher.stats.batches, batcher.stats.tiles, tiles_counted()) == (2, 3, 3)
     assert batcher.in_flight == 0
+
+
+def test_statistics_count_each_tile_with_its_wait_and_its_batchs_engine_time() -> None:
+    batcher = DynamicBatcher([RecordingEngine(seconds=0.2)], max_batch_size=8, max_queue_size=8)
+    first = threading.Thread(target=batcher.run_all, args=([{"x": np.zeros(1)}],))
+    first.start()
+    time.sleep(0.1)
+    batcher.run_all([{"x": np.zeros(1)}, {"x": np.zeros(1)}])  # queued behind the first: one batch of two
+    first.join(timeout=10)
+    stats = batcher.statistics()
+    assert (stats.batches, stats.tiles, stats.failed.count) == (2, 3, 0)
+    assert {size: calls.batches for size, calls in stats.by_size.items()} == {1: 1, 2: 1}
+    assert stats.by_size[2].compute_seconds >= 0.2
+    assert stats.computed.count == 3 and 0.6 <= stats.computed.seconds < 1.2  # the pair counts its call twice
+    assert stats.queued.count == 3 and 0.1 <= stats.queued.seconds < 0.6  # the pair waited ~0.1 s each
+    assert math.isclose(stats.succeeded.seconds, stats.queued.seconds + stats.prepared.seconds
+                        + stats.computed.seconds)
+    assert time.time() - 5 < stats.last_batch_at <= time.time()
+
+
+def test_statistics_count_failed_and_expired_tiles() -> None:
+    def broken(_feeds: Feeds) -> list[np.ndarray]:
+        raise RuntimeError("the engine broke")
+
+    batcher = DynamicBatcher([broken], max_batch_size=4, max_queue_size=8)
+    with pytest.raises(Internal, match="the engine broke"):
+        batcher.run_all([{"x": np.zeros(1)}, {"x": np.zeros(1)}])
+    with pytest.raises(DeadlineExceeded):
+        batcher.run_all([{"x": np.zeros(1)}], deadline=time.monotonic() - 1)
+    stats = batcher.statistics()
+    assert (stats.failed.count, stats.expired, stats.batches, stats.tiles, stats.succeeded.count) == (3, 1, 0, 0, 0)
+    assert stats.last_batch_at == 0.0

@@ -70,6 +70,52 @@ def test_triton_model_config_describes_batching_and_tensors(stub: kserve_v2_pb2_
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_model_statistics_count_tiles_batches_and_their_times(
+        stub: kserve_v2_pb2_grpc.GRPCInferenceServiceStub) -> None:
+    """Triton's statistics extension, read as perf_analyzer reads it: the change over a run (the server
+    is shared with other tests). A "request" is a tile."""
+    def read() -> v2.ModelStatistics:
+        response: v2.ModelStatisticsResponse = stub.ModelStatistics(
+            v2.ModelStatisticsRequest(name=RGB_MODEL), timeout=10)
+        (stats,) = response.model_stats
+        return stats
+
+    def calls(stats: v2.ModelStatistics) -> dict[int, tuple[int, int]]:
+        return {b.batch_size: (b.compute_infer.count, b.compute_infer.ns) for b in stats.batch_stats}
+
+    rng = np.random.default_rng(33)
+    before = read()
+    started_ms = time.time() * 1000
+    for size in (1, 1, 3):  # a request's tiles queue together: one engine call each
+        stub.ModelInfer(infer_request(rng.integers(0, 256, (size, 64, 64, 3), dtype=np.uint8)), timeout=60)
+    finished_ms = time.time() * 1000
+    after = read()
+    assert (after.name, after.version) == (RGB_MODEL, "1")
+    assert (after.inference_count - before.inference_count, after.execution_count - before.execution_count) == (5, 3)
+    assert started_ms - 1 <= after.last_inference <= finished_ms + 1
+    new, old = after.inference_stats, before.inference_stats
+    assert [getattr(new, f).count - getattr(old, f).count for f in ("success", "fail", "queue", "compute_infer")] \
+        == [5, 0, 5, 5]
+    parts = new.queue.ns + new.compute_input.ns + new.compute_infer.ns
+    assert new.compute_infer.ns > old.compute_infer.ns and abs(new.success.ns - parts) <= 3  # ns rounding
+    assert sum(size * ns for size, (_, ns) in calls(after).items()) == pytest.approx(new.compute_infer.ns, abs=5)
+    counts_before = {size: count for size, (count, _) in calls(before).items()}
+    assert {size: count - counts_before.get(size, 0) for size, (count, _) in calls(after).items()
+            if count != counts_before.get(size, 0)} == {1: 2, 3: 1}
+    everything = stub.ModelStatistics(v2.ModelStatisticsRequest(), timeout=10).model_stats
+    assert RGB_MODEL in {s.name for s in everything} and len(everything) >= 1
+    versioned = stub.ModelStatistics(v2.ModelStatisticsRequest(name=RGB_MODEL, version="1"), timeout=10)
+    assert versioned.model_stats[0].inference_count == after.inference_count
+    assert "statistics" in stub.ServerMetadata(v2.ServerMetadataRequest(), timeout=10).extensions
+    for bad, code in ((v2.ModelStatisticsRequest(name="no-such-model"), grpc.StatusCode.NOT_FOUND),
+                      (v2.ModelStatisticsRequest(name=RGB_MODEL, version="7"), grpc.StatusCode.NOT_FOUND),
+                      (v2.ModelStatisticsRequest(version="1"), grpc.StatusCode.INVALID_ARGUMENT),
+                      (v2.ModelStatisticsRequest(name=RGB_MODEL, version="one"), grpc.StatusCode.INVALID_ARGUMENT)):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelStatistics(bad, timeout=10)
+        assert caught.value.code() == code, (bad, caught.value.details())
+
+
 def test_model_infer_raw_and_typed_match_onnx_runtime(model_repository: Path,
                                                        stub: kserve_v2_pb2_grpc.GRPCInferenceServiceStub) -> None:
     batch = np.random.default_rng(30).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
@@ -248,6 +294,7 @@ TRITON_USER = textwrap.dedent("""
     import tritonclient.grpc as triton
 
     client = triton.InferenceServerClient(sys.argv[1])
+    (counted,) = client.get_inference_statistics(sys.argv[2], as_json=True)["model_stats"]
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(sys.argv[2])
     config = client.get_model_config(sys.argv[2], as_json=True)["config"]  # as Triton's image_client reads it
     assert config["max_batch_size"] == 8 and config["input"][0]["format"] == "FORMAT_NHWC", config
@@ -273,6 +320,9 @@ TRITON_USER = textwrap.dedent("""
         client.async_stream_infer(sys.argv[2], [tile], request_id=str(index))
     client.stop_stream()
     assert sorted(streamed) == [str(i) for i in range(len(batch))], streamed
+    (stats,) = client.get_inference_statistics(sys.argv[2], as_json=True)["model_stats"]
+    tiles = int(stats["inference_count"]) - int(counted.get("inference_count", 0))
+    assert tiles == 2 * len(batch), (counted, stats)  # the batch once, then its tiles streamed
     np.save(sys.argv[5], np.concatenate([streamed[str(i)] for i in range(len(batch))]))
 """)
 
