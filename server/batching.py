@@ -70,6 +70,8 @@ class BatchObserver(Protocol):
 
     def batch_failed(self, size: int) -> None: ...
 
+    def tiles_expired(self, count: int) -> None: ...
+
 
 Deliver = Callable[["Ticket", TileOutputs | TilecastError], object]
 
@@ -204,6 +206,7 @@ class DynamicBatcher:
         self._pending: collections.deque[Ticket] = collections.deque()
         self._computing = 0  # tiles in engine calls now
         self._books: list[_Done] = []  # finished batches not yet counted in stats and metrics
+        self._expired_told = 0  # stats.expired as the observer last heard it
         # `with self._lock` rather than `with self._cond`: the same lock, without the Condition's
         # Python-level __enter__/__exit__ (after an engine call every Python function runs cold,
         # and each one costs microseconds of the tile's latency).
@@ -302,15 +305,19 @@ class DynamicBatcher:
                 self.keep_books()
 
     def keep_books(self) -> None:
-        """Count the batches finished so far in `stats` and tell the observer (outside the lock)."""
-        if not self._books:
+        """Count the batches finished so far in `stats` and tell the observer (outside the lock), with
+        the tiles that expired in the queue since the last time."""
+        if not self._books and self.stats.expired == self._expired_told:
             return
         with self._lock:
             books, self._books = self._books, []
             for done in books:
                 self.stats.count(done)
+            expired, self._expired_told = self.stats.expired - self._expired_told, self.stats.expired
         if self._observer is None:
             return
+        if expired:
+            self._observer.tiles_expired(expired)
         for done in books:
             if done.failed:
                 self._observer.batch_failed(done.size)

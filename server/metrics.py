@@ -27,6 +27,8 @@ class Metrics:
                                 ["model", "method", "code"], registry=r)
         self.tiles = Counter("tilecast_tiles", "Tiles computed, by model", ["model"], registry=r)
         self.failed_tiles = Counter("tilecast_failed_tiles", "Tiles whose engine call failed", ["model"], registry=r)
+        self.expired_tiles = Counter("tilecast_expired_tiles", "Tiles dropped: their deadline passed in the queue",
+                                     ["model"], registry=r)
         self.queue_seconds = Histogram("tilecast_queue_seconds", "Time a tile waited for a batch and an engine",
                                        ["model"], buckets=TIME_BUCKETS, registry=r)
         self.compute_seconds = Histogram("tilecast_compute_seconds", "Duration of engine calls",
@@ -83,6 +85,7 @@ class ModelObserver:
         self._batch = metrics.batch_size.labels(model)
         self._tiles = metrics.tiles.labels(model)
         self._failed = metrics.failed_tiles.labels(model)
+        self._expired = metrics.expired_tiles.labels(model)
 
     def track(self, batcher: InFlight) -> None:
         self._metrics.count_in_flight(self._model, batcher)
@@ -96,3 +99,6 @@ class ModelObserver:
 
     def batch_failed(self, size: int) -> None:
         self._failed.inc(size)
+
+    def tiles_expired(self, count: int) -> None:
+        self._expired.inc(count)

@@ -156,6 +156,8 @@ def test_tile_deadline_answers_that_tile_and_the_stream_goes_on(model_repository
             np.testing.assert_array_equal(answered.outputs[0], expected)
         backlog.join(timeout=120)
         assert batcher.stats.expired >= 1
+        batcher.keep_books()  # what the next sender does after its send
+        assert metric(scrape(server), "tilecast_expired_tiles_total", model=RGB_MODEL) == batcher.stats.expired
 
         # convert resends tiles that miss their budget, in the same stream, and the result is complete.
         image = np.random.default_rng(7).integers(0, 256, (128, 128, 3), dtype=np.uint8)
