@@ -243,8 +243,7 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelMetadata(self, request: v2.ModelMetadataRequest, context: Context) -> v2.ModelMetadataResponse:
         served = self._models.resolve(request.name, _version(request.version))
         manifest = served.manifest
-        versions = [str(s.version) for s in self._models.statuses()
-                    if s.name == request.name and s.state == inference_pb2.MODEL_STATE_READY]
+        versions = [str(ready.entry.version) for ready in self._models.ready_versions(request.name)]
         return v2.ModelMetadataResponse(
             name=manifest.name, versions=versions, platform=PLATFORMS.get(_engine(served), ""),
             inputs=[_metadata(spec) for spec in manifest.inputs],
