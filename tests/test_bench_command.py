@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import RGB_MODEL
+from tilecast.bench import steady_rate
 from tilecast.cli import app
 from tilecast.server.app import ServerThread
 
@@ -31,3 +33,16 @@ def test_bench_reports_every_floor_and_ratio(tmp_path: Path, server: ServerThrea
     assert [(row["mode"], row["concurrency"]) for row in report["throughput"]] == [("stream", 1), ("unary", 1)]
     assert all(row["server"] > 0 and row["in_process"] > 0 for row in report["throughput"])
     assert len(report["targets"]) == 2 + 5 and "echo-with-engine" in result.output
+
+
+def test_steady_rate_counts_the_pace_not_the_start_or_the_drain() -> None:
+    # Two workers, each finishing a call every 0.1 s after a slow first one (a connection being made),
+    # the second starting later and stopping sooner: 20 completions a second between them.
+    first = [0.5 + 0.1 * i for i in range(30)]
+    second = [0.9 + 0.1 * i + 0.05 for i in range(20)]
+    assert steady_rate([first, second]) == pytest.approx(20.0)
+    assert steady_rate([[1.0, 1.04, 1.08, 1.12]]) == pytest.approx(25.0)
+    with pytest.raises(ValueError, match="measure for longer"):
+        steady_rate([[1.0]])
+    with pytest.raises(ValueError, match="do not overlap"):
+        steady_rate([[0.0, 1.0], [2.0, 3.0]])

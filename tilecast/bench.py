@@ -186,11 +186,31 @@ def measure_server_latency(address: str, model: str, tile: Tile, samples: int) -
     return Latency.of(streamed), Latency.of(added), Latency.of(unary), Latency.of(unary_added)
 
 
+def steady_rate(finished: list[list[float]]) -> float:
+    """Completions per second between the moment every worker has finished a first call and the moment the
+    first worker stops: connecting, the first call's cold start and the drain at the end fall outside it.
+
+    `finished` holds each worker's completion times (a stream is one worker). For a steady pace of one
+    completion every T seconds, counting completions in (t0, t1] over t1 - t0 gives exactly 1/T.
+    """
+    if any(len(times) < 2 for times in finished):
+        raise ValueError("too few completions to measure a rate: measure for longer")
+    start = max(times[0] for times in finished)
+    end = min(times[-1] for times in finished)
+    count = sum(1 for times in finished for t in times if start < t <= end)
+    if end <= start or count == 0:
+        raise ValueError("the workers' completions do not overlap: measure for longer")
+    return count / (end - start)
+
+
 def measure_server_throughput(address: str, model: str, tile: Tile, concurrency: int, seconds: float,
                               mode: str) -> float:
+    """Tiles per second through the server in its steady state (`steady_rate`), with `concurrency` tiles in
+    flight: a stream with that window, or that many threads making unary calls."""
     from tilecast.client.remote import Client
 
     with Client(address) as client:
+        client.wait_ready(timeout=60)
         if mode == "stream":
             stop = time.perf_counter() + seconds
 
@@ -200,21 +220,17 @@ def measure_server_throughput(address: str, model: str, tile: Tile, concurrency:
                     yield i, tile
                     i += 1
 
-            started = time.perf_counter()
-            count = sum(1 for _ in client.stream(model, source(), window=concurrency))
-            return count / (time.perf_counter() - started)
+            return steady_rate([[time.perf_counter() for _ in client.stream(model, source(), window=concurrency)]])
 
-        def worker() -> int:
-            done, until = 0, time.perf_counter() + seconds
+        def worker() -> list[float]:
+            finished, until = [], time.perf_counter() + seconds
             while time.perf_counter() < until:
                 client.predict(model, tile[None])
-                done += 1
-            return done
+                finished.append(time.perf_counter())
+            return finished
 
-        started = time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
-            total = sum(pool.map(lambda _: worker(), range(concurrency)))
-        return total / (time.perf_counter() - started)
+            return steady_rate(list(pool.map(lambda _: worker(), range(concurrency))))
 
 
 def throughput_point(engine: Engine, server: str, model: str, tile: Tile, concurrency: int, mode: str,
