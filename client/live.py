@@ -23,14 +23,17 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from tilecast.client.remote import (
     DEFAULT_MESSAGE_BYTES,
+    HEALTH_CHECK,
     STREAM_PREDICT,
     Array,
     Client,
     StreamItem,
     TileReply,
+    health_pause,
     reply_from,
     translate,
 )
@@ -127,6 +130,9 @@ class AsyncClient:
         self._stream_predict = self._channel.stream_stream(
             STREAM_PREDICT, request_serializer=wire.serialize,
             response_deserializer=inference_pb2.StreamPredictResponse.FromString)
+        self._health = self._channel.unary_unary(
+            HEALTH_CHECK, request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -135,10 +141,22 @@ class AsyncClient:
         await self._channel.close()
 
     async def wait_ready(self, timeout: float) -> None:
+        """Wait until the server serves (as `Client.wait_ready`); Unavailable after `timeout` seconds."""
+        end = time.monotonic() + timeout
         try:
             await asyncio.wait_for(self._channel.channel_ready(), timeout)
         except TimeoutError:
             raise Unavailable(f"no tilecast server answered at {self.address} within {timeout:g} s") from None
+        while True:
+            try:
+                outcome = await self._health(health_pb2.HealthCheckRequest(),
+                                             timeout=max(0.01, end - time.monotonic()))
+            except grpc.RpcError as exc:
+                outcome = exc
+            pause = health_pause(outcome, end, self.address, timeout)
+            if pause is None:
+                return
+            await asyncio.sleep(pause)
 
     async def get_model(self, name: str, version: int = 0) -> manifest_pb2.ModelManifest:
         try:

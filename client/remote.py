@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 import numpy.typing as npt
+from grpc_health.v1 import health_pb2
 
 from tilecast.proto import tensors, wire
 from tilecast.proto.errors import InvalidArgument, TilecastError, error_for_status
@@ -22,6 +24,8 @@ DEFAULT_MESSAGE_BYTES = 64 * 1024 * 1024
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 _SERVICE = inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name
 STREAM_PREDICT, PREDICT = f"/{_SERVICE}/StreamPredict", f"/{_SERVICE}/Predict"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_POLL_S = 0.1  # while a server loads its models
 StreamItem = bytes | inference_pb2.StreamPredictRequest  # a tile already encoded, or a message (the header)
 
 
@@ -53,6 +57,33 @@ def translate(exc: grpc.RpcError) -> TilecastError:
     if code == grpc.StatusCode.UNAVAILABLE and not details:
         details = "server unavailable"
     return error_for_status(code, details or code.name)
+
+
+def serving(outcome: health_pb2.HealthCheckResponse | grpc.RpcError) -> bool:
+    """Whether a server's answer to an overall health check means it serves: SERVING (its models
+    loaded, not shutting down), or no health service at all (then a connection is all one can know).
+    Not yet: NOT_SERVING, or no answer in time. Anything else is raised as a tilecast error."""
+    if isinstance(outcome, health_pb2.HealthCheckResponse):
+        return bool(outcome.status == health_pb2.HealthCheckResponse.SERVING)
+    code = outcome.code() if callable(getattr(outcome, "code", None)) else None
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return True
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return False
+    raise translate(outcome)
+
+
+def health_pause(outcome: health_pb2.HealthCheckResponse | grpc.RpcError, end: float, address: str,
+                 timeout: float) -> float | None:
+    """None once a health check's outcome says the server serves; else the seconds to wait before
+    asking again. Raises Unavailable once `end` (on time.monotonic's clock) has passed."""
+    if serving(outcome):
+        return None
+    left = end - time.monotonic()
+    if left <= 0:
+        raise error_for_status(grpc.StatusCode.UNAVAILABLE, f"the server at {address} answers but did not become "
+                               f"ready within {timeout:g} s (still loading its models, or shutting down)")
+    return min(HEALTH_POLL_S, left)
 
 
 def _call(fn: Callable[[], T]) -> T:
@@ -87,6 +118,9 @@ class Client:
             response_deserializer=inference_pb2.StreamPredictResponse.FromString)
         self._predict = self._channel.unary_unary(
             PREDICT, request_serializer=wire.serialize, response_deserializer=inference_pb2.PredictResponse.FromString)
+        self._health = self._channel.unary_unary(
+            HEALTH_CHECK, request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString)
 
     def close(self) -> None:
         self._channel.close()
@@ -99,13 +133,24 @@ class Client:
         self.close()
 
     def wait_ready(self, timeout: float) -> None:
-        """Block until the channel connects, or raise Unavailable after `timeout` seconds."""
+        """Block until the server serves: connected, and its health SERVING (a server answers health
+        checks while it loads its models). Raises Unavailable after `timeout` seconds."""
+        end = time.monotonic() + timeout
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
             raise error_for_status(
                 grpc.StatusCode.UNAVAILABLE, f"no tilecast server answered at {self.address} within {timeout:g} s"
             ) from None
+        while True:
+            try:
+                outcome = self._health(health_pb2.HealthCheckRequest(), timeout=max(0.01, end - time.monotonic()))
+            except grpc.RpcError as exc:
+                outcome = exc
+            pause = health_pause(outcome, end, self.address, timeout)
+            if pause is None:
+                return
+            time.sleep(pause)
 
     def list_models(self) -> list[inference_pb2.ModelStatus]:
         response = _call(lambda: self._stub.ListModels(inference_pb2.ListModelsRequest(), timeout=self.timeout))

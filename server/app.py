@@ -74,8 +74,14 @@ class TilecastServer:
         self._health.set(name, SERVING if ready else NOT_SERVING)
 
     async def start(self) -> int:
-        """Load the repository, bind, and start serving; returns the bound port."""
-        await self.models.sync()
+        """Bind both ports, serve, then load the repository; returns the bound port once every version
+        has loaded or failed.
+
+        Binding comes first so that a port in use is reported at once, not after minutes of engine
+        builds, and serving starts before loading so that health checks and liveness probes are
+        answered meanwhile: health is NOT_SERVING, KServe's ServerReady false, `ListModels` shows the
+        versions loading, and requests for them get UNAVAILABLE until they are ready.
+        """
         limit = self.settings.max_message_bytes
         calls = self.settings.max_concurrent_calls
         server = grpc.server(
@@ -89,23 +95,33 @@ class TilecastServer:
             services.append(self._add_kserve(server))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(services, server)
-        address = f"{self.settings.host}:{self.settings.port}"
+        self._health.set("", NOT_SERVING)
+        self._health.set(SERVICE_NAME, NOT_SERVING)
+        host = self.settings.host
         try:
-            self.port = server.add_insecure_port(address)
+            self.port = server.add_insecure_port(f"{host}:{self.settings.port}")
         except RuntimeError as exc:
-            raise OSError(f"cannot listen on {address}: {exc}") from exc
+            raise OSError(f"cannot listen on {host}:{self.settings.port} for gRPC ({exc}); another process may "
+                          "hold the port: choose another --port (0 picks a free one)") from exc
+        if self.settings.metrics_port >= 0:
+            try:
+                self.metrics_port = self.metrics.serve_http(host, self.settings.metrics_port)
+            except OSError as exc:
+                server.stop(None)
+                raise OSError(f"cannot serve metrics on {host}:{self.settings.metrics_port} ({exc.strerror}): "
+                              "choose another --metrics-port (0 picks a free one, -1 turns metrics off)") from exc
         server.start()
         self._server = server
-        if self.settings.metrics_port >= 0:
-            self.metrics_port = self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
+        log.info("listening on %s:%d (metrics on port %s); loading %s", host, self.port,
+                 self.metrics_port if self.settings.metrics_port >= 0 else "off", self.settings.repository)
+        await self.models.sync()
         if self.settings.repository_poll_s > 0:
             self._poller = asyncio.create_task(self.models.poll(self.settings.repository_poll_s))
         self._health.set("", SERVING)
         self._health.set(SERVICE_NAME, SERVING)
         self._accepting = True
         ready = sum(s.state == inference_pb2.MODEL_STATE_READY for s in self.models.statuses())
-        log.info("serving %d model version(s) on %s:%d (metrics on port %s)", ready, self.settings.host,
-                 self.port, self.metrics_port if self.settings.metrics_port >= 0 else "off")
+        log.info("serving %d model version(s) on %s:%d", ready, host, self.port)
         return self.port
 
     def _add_kserve(self, server: grpc.Server) -> str:
@@ -139,14 +155,25 @@ class TilecastServer:
 async def serve_until_signalled(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully (the `tilecast serve` main loop)."""
     server = TilecastServer(settings)
-    await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down: finishing work in flight (up to %.0f s)", settings.grace_period_s)
-    await server.stop()
+    starting, signalled = asyncio.create_task(server.start()), asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait((starting, signalled), return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a port in use, a missing repository: raised here
+            await signalled
+        else:  # told to stop while loading: the version loading now finishes, no other starts
+            log.info("stopping before the repository finished loading")
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        log.info("shutting down: finishing work in flight (up to %.0f s)", settings.grace_period_s)
+    finally:
+        signalled.cancel()
+        await server.stop()
     log.info("stopped")
 
 

@@ -133,11 +133,6 @@ class ModelManager:
         return max(1, min(limit, manifest.tiling.max_batch_size or limit))
 
     async def _load(self, name: str, version: int, path: Path) -> Served:
-        placeholder = Served(ModelVersion(name, version, path))
-        key = (name, version)
-        if key not in self._current:  # show LOADING while a new version compiles
-            self._current[key] = placeholder
-            self._metrics.set_state(name, version, "loading")
         entry = await asyncio.get_running_loop().run_in_executor(
             self._executor, load_version, name, version, path, self._open_backends)
         served = Served(entry)
@@ -188,9 +183,14 @@ class ModelManager:
                 log.info("model %s version %d removed from the repository", *key)
                 if self._on_health and not any(n == key[0] for n, _ in self._current):
                     self._on_health(key[0], False)
+            for key, path in found.items():  # every new version shows as loading until its turn comes
+                if key not in self._current:
+                    self._current[key] = Served(ModelVersion(*key, path))
+                    self._metrics.set_state(*key, "loading")
+            self._update_health()
             for key, path in found.items():
                 old = self._current.get(key)
-                if old is not None and old.entry.fingerprint == fingerprint(path):
+                if old is not None and old.entry.fingerprint and old.entry.fingerprint == fingerprint(path):
                     continue
                 new = await self._load(*key, path)
                 previous = self._current.get(key)

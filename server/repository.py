@@ -29,7 +29,7 @@ class ModelVersion:
     reason: str = ""
     manifest: manifest_pb2.ModelManifest | None = None
     backends: list[Backend] = field(default_factory=list, repr=False)
-    fingerprint: str = ""  # sha256 of manifest.json: a changed file means a replaced version
+    fingerprint: str = ""  # sha256 of manifest.json, "" until loaded: a changed file means a replaced version
 
     def status(self) -> inference_pb2.ModelStatus:
         kind = self.manifest.kind if self.manifest else manifest_pb2.MODEL_KIND_UNSPECIFIED

@@ -52,7 +52,7 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def local_settings(repository: Path, **overrides: Any) -> Settings:
     """Settings for a server on loopback with free ports for gRPC and metrics."""
-    return Settings(repository=repository, host="127.0.0.1", port=0, metrics_port=0, **overrides)
+    return Settings(**{"repository": repository, "host": "127.0.0.1", "port": 0, "metrics_port": 0, **overrides})
 
 
 @pytest.fixture(scope="session")
