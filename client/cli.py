@@ -152,7 +152,7 @@ def models(server: ServerOption = DEFAULT_SERVER) -> None:
     from tilecast.proto.v1 import inference_pb2, manifest_pb2
 
     with Client(server) as client:
-        client.wait_ready(timeout=10)
+        client.wait_ready(timeout=10, until_serving=False)  # versions still loading are listed as such
         table = Table("model", "version", "kind", "state", "reason")
         for status in client.list_models():
             kind = manifest_pb2.ModelKind.Name(status.kind).removeprefix("MODEL_KIND_").lower()

@@ -132,9 +132,10 @@ class Client:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, *, until_serving: bool = True) -> None:
         """Block until the server serves: connected, and its health SERVING (a server answers health
-        checks while it loads its models). Raises Unavailable after `timeout` seconds."""
+        checks while it loads its models), or only connected with `until_serving=False` (to ask what
+        it is loading). Raises Unavailable after `timeout` seconds."""
         end = time.monotonic() + timeout
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
@@ -142,7 +143,7 @@ class Client:
             raise error_for_status(
                 grpc.StatusCode.UNAVAILABLE, f"no tilecast server answered at {self.address} within {timeout:g} s"
             ) from None
-        while True:
+        while until_serving:
             try:
                 outcome = self._health(health_pb2.HealthCheckRequest(), timeout=max(0.01, end - time.monotonic()))
             except grpc.RpcError as exc:

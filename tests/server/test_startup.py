@@ -21,8 +21,10 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from typer.testing import CliRunner
 
 from tests.conftest import RGB_MODEL, local_settings
+from tilecast.cli import app
 from tilecast.client.remote import Client
 from tilecast.local import free_port
 from tilecast.proto.errors import Unavailable
@@ -100,6 +102,8 @@ def test_the_server_answers_while_its_repository_loads(stalled: StalledManifest)
             assert health(channel, RGB_MODEL) == NOT_SERVING
             [status] = client.list_models()
             assert (status.name, status.version, status.state) == (RGB_MODEL, 1, inference_pb2.MODEL_STATE_LOADING)
+            listing = CliRunner().invoke(app, ["models", "-s", address])
+            assert listing.exit_code == 0 and "loading" in listing.output, listing.output
             tile = np.zeros((1, 256, 256, 3), np.uint8)
             with pytest.raises(Unavailable, match="loading"):
                 client.predict(RGB_MODEL, tile)
