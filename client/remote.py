@@ -50,10 +50,17 @@ def reply_from(response: inference_pb2.StreamPredictResponse) -> TileReply:
                      timing.queue_us, timing.compute_us, timing.batch_size, error)
 
 
+def status_code(exc: grpc.RpcError) -> grpc.StatusCode:
+    """A failed call's status: a blocking call's error and an asyncio call's (grpc.aio.AioRpcError, which
+    is not a grpc.Call) both carry it; UNKNOWN for an error without one."""
+    code = getattr(exc, "code", None)
+    return code() if callable(code) else grpc.StatusCode.UNKNOWN
+
+
 def translate(exc: grpc.RpcError) -> TilecastError:
     """The tilecast error a failed call stands for, with the server's message."""
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    code = status_code(exc)
+    details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
     if code == grpc.StatusCode.UNAVAILABLE and not details:
         details = "server unavailable"
     return error_for_status(code, details or code.name)
@@ -65,7 +72,7 @@ def serving(outcome: health_pb2.HealthCheckResponse | grpc.RpcError) -> bool:
     Not yet: NOT_SERVING, or no answer in time. Anything else is raised as a tilecast error."""
     if isinstance(outcome, health_pb2.HealthCheckResponse):
         return bool(outcome.status == health_pb2.HealthCheckResponse.SERVING)
-    code = outcome.code() if callable(getattr(outcome, "code", None)) else None
+    code = status_code(outcome)
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return True
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from tests.conftest import RGB_MODEL
 from tilecast.client.live import AsyncClient, LiveStream
 from tilecast.client.remote import Client
+from tilecast.proto.errors import NotFound
 from tilecast.server.app import ServerThread
 
 
@@ -51,6 +53,8 @@ def test_async_live_stream(server: ServerThread, model_repository: Path) -> None
         async with AsyncClient(f"127.0.0.1:{server.port}") as client:
             await client.wait_ready(30)
             assert (await client.get_model(RGB_MODEL)).name == RGB_MODEL
+            with pytest.raises(NotFound, match="not found"):  # the server's status, as the blocking client's
+                await client.get_model("no-such-model")
             async with client.live(RGB_MODEL, window=3) as live:
                 async def acquire() -> None:
                     for tile_id, tile in tiles.items():
