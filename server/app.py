@@ -20,6 +20,7 @@ from tilecast.proto import tile_reader, wire
 from tilecast.proto.v1 import inference_pb2
 from tilecast.server.metrics import Metrics
 from tilecast.server.models import ModelManager
+from tilecast.server.repository import require_repository
 from tilecast.server.servicer import InferenceServicer
 from tilecast.server.settings import Settings
 
@@ -62,10 +63,8 @@ class TilecastServer:
         self.port = 0
         self.metrics_port = 0
         self.metrics = Metrics()
-        # Model loading (session creation compiles graphs); engines run in the threads of the calls.
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loader")
         self._health = HealthServicer()
-        self.models = ModelManager(settings, self._executor, self.metrics, self._set_model_health)
+        self.models = ModelManager(settings, self.metrics, self._set_model_health)
         self._server: grpc.Server | None = None
         self._poller: asyncio.Task[None] | None = None
         self._accepting = False  # between start and the beginning of a shutdown
@@ -82,6 +81,7 @@ class TilecastServer:
         answered meanwhile: health is NOT_SERVING, KServe's ServerReady false, `ListModels` shows the
         versions loading, and requests for them get UNAVAILABLE until they are ready.
         """
+        require_repository(self.settings.repository)  # a typo in the path is the first thing to report
         limit = self.settings.max_message_bytes
         calls = self.settings.max_concurrent_calls
         server = grpc.server(
@@ -149,11 +149,11 @@ class TilecastServer:
             await asyncio.get_running_loop().run_in_executor(None, stopped.wait)
         await self.models.close()
         self.metrics.stop_http()
-        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-async def serve_until_signalled(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully (the `tilecast serve` main loop)."""
+async def serve_until_signalled(settings: Settings) -> bool:
+    """Run until SIGTERM or SIGINT, then shut down gracefully (the `tilecast serve` main loop).
+    True when a load was left running in its thread: the process should leave without waiting for it."""
     server = TilecastServer(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -165,8 +165,10 @@ async def serve_until_signalled(settings: Settings) -> None:
         if starting.done():
             starting.result()  # a port in use, a missing repository: raised here
             await signalled
-        else:  # told to stop while loading: the version loading now finishes, no other starts
-            log.info("stopping before the repository finished loading")
+        else:  # told to stop while loading: no other version starts, the one loading is left behind
+            log.info("stopping before the repository finished loading%s",
+                     f" ({server.models.loading_now} was loading: not waiting for it)"
+                     if server.models.loading_now else "")
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
@@ -175,6 +177,7 @@ async def serve_until_signalled(settings: Settings) -> None:
         signalled.cancel()
         await server.stop()
     log.info("stopped")
+    return server.models.threads_running()
 
 
 class ServerThread:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,6 +60,13 @@ def serve(
     )
     configure(log_level, log_format)
     try:
-        asyncio.run(serve_until_signalled(settings))
+        left_a_load_running = asyncio.run(serve_until_signalled(settings))
     except OSError as exc:
         raise ValueError(str(exc)) from exc
+    if left_a_load_running:
+        # A thread still loading an engine cannot be stopped, and the interpreter's exit would unload
+        # the engine library under it: leave now, everything served having been answered.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

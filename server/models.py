@@ -15,9 +15,10 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tilecast.proto.errors import NotFound, Unavailable
 from tilecast.proto.v1 import inference_pb2, manifest_pb2
@@ -58,11 +59,47 @@ class Served:
         return TileCheck.of(self.manifest)
 
 
+class DaemonThreads(Executor):
+    """Runs each task in a daemon thread of its own. Loading (an engine build, a file on a stalled
+    mount) cannot be interrupted; a shutdown that comes meanwhile leaves it behind rather than waiting
+    for it, which a pool's threads would force (they are joined at exit)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+
+        def run() -> None:
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args, **kwargs))
+                    except BaseException as exc:
+                        future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._threads.discard(threading.current_thread())
+
+        thread = threading.Thread(target=run, name=self._name, daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+        return future
+
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._threads)
+
+
 class ModelManager:
-    def __init__(self, settings: Settings, executor: Executor, metrics: Metrics,
+    def __init__(self, settings: Settings, metrics: Metrics,
                  on_health: Callable[[str, bool], None] | None = None) -> None:
         self._settings = settings
-        self._executor = executor
+        self._loaders = DaemonThreads("loader")
+        self.loading_now = ""  # the version whose load is awaited, for the log of a shutdown meanwhile
         self._metrics = metrics
         self._on_health = on_health
         self._current: dict[tuple[str, int], Served] = {}
@@ -133,8 +170,12 @@ class ModelManager:
         return max(1, min(limit, manifest.tiling.max_batch_size or limit))
 
     async def _load(self, name: str, version: int, path: Path) -> Served:
-        entry = await asyncio.get_running_loop().run_in_executor(
-            self._executor, load_version, name, version, path, self._open_backends)
+        self.loading_now = f"model {name} version {version}"
+        try:
+            entry = await asyncio.get_running_loop().run_in_executor(
+                self._loaders, load_version, name, version, path, self._open_backends)
+        finally:
+            self.loading_now = ""
         served = Served(entry)
         if entry.manifest is not None:
             delay = entry.manifest.serving.max_queue_delay_ms or self._settings.max_queue_delay_ms
@@ -163,8 +204,7 @@ class ModelManager:
             served.released.set()
             log.info("model %s version %d unloaded", served.entry.name, served.entry.version)
 
-        with contextlib.suppress(RuntimeError):  # loaders already shut down: only at exit, after every RPC
-            self._executor.submit(release)
+        self._loaders.submit(release)
 
     def _update_health(self) -> None:
         if self._on_health is None:
@@ -209,8 +249,13 @@ class ModelManager:
             except Exception:
                 log.exception("repository poll failed; serving what is loaded")
 
+    def threads_running(self) -> bool:
+        """Whether a load or release still runs in a thread (a load a shutdown left behind)."""
+        return self._loaders.busy()
+
     async def close(self) -> None:
-        """Finish queued work and release every engine (at shutdown, after RPCs have drained)."""
+        """Finish queued work and release every engine (at shutdown, after RPCs have drained); a load
+        still under way is left to itself."""
         loop = asyncio.get_running_loop()
         for served in self._current.values():
             if served.batcher is not None:

@@ -72,10 +72,15 @@ def check_io(manifest: manifest_pb2.ModelManifest, backend: Backend) -> None:
         raise ManifestError("; ".join(problems))
 
 
+def require_repository(root: Path) -> None:
+    if not root.is_dir():
+        raise NotFound(f"model repository {root} does not exist or is not a folder: pass --repository "
+                       "(or TILECAST_REPOSITORY) naming a folder of <model>/<version>/ directories")
+
+
 def scan(root: Path) -> list[tuple[str, int, Path]]:
     """(name, version, path) of every version directory; names and versions sorted."""
-    if not root.is_dir():
-        raise NotFound(f"model repository {root} does not exist or is not a folder")
+    require_repository(root)
     found = []
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for version_dir in model_dir.iterdir():

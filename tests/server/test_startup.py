@@ -6,6 +6,7 @@ writes the manifest into the pipe, so the loading window lasts exactly as long a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -44,25 +45,34 @@ class StalledManifest:
         self._content = self.manifest.read_bytes()
         self.manifest.unlink()
         os.mkfifo(self.manifest)
+        self._writer: int | None = None
 
-    def release(self, timeout: float = 60) -> bool:
-        """Put the real file in place, then hand the blocked reader the same bytes through the pipe;
-        False if nothing opened the pipe within `timeout` seconds."""
+    def hold(self, timeout: float = 60) -> bool:
+        """Wait for the loader to open the pipe, and keep it blocked in its read: the pipe's writer
+        stays open and writes nothing. False if nothing opened the pipe within `timeout` seconds."""
         end = time.monotonic() + timeout
-        while True:
+        while self._writer is None:
             try:
-                pipe = os.open(self.manifest, os.O_WRONLY | os.O_NONBLOCK)
-                break
+                self._writer = os.open(self.manifest, os.O_WRONLY | os.O_NONBLOCK)
             except OSError:  # ENXIO: the loader has not opened the pipe yet
                 if time.monotonic() >= end:
                     return False
                 time.sleep(0.01)
+        return True
+
+    def release(self, timeout: float = 60) -> bool:
+        """Put the real file in place, then hand the blocked reader the same bytes through the pipe;
+        False if nothing opened the pipe within `timeout` seconds."""
+        if not self.hold(timeout):
+            return False
+        assert self._writer is not None
         staged = self.manifest.with_suffix(".staged")
         staged.write_bytes(self._content)
         staged.replace(self.manifest)  # later reads see a plain file; the open pipe stays the loader's
-        os.set_blocking(pipe, True)
-        with os.fdopen(pipe, "wb") as writer:
+        os.set_blocking(self._writer, True)
+        with contextlib.suppress(BrokenPipeError), os.fdopen(self._writer, "wb") as writer:  # reader gone?
             writer.write(self._content)
+        self._writer = None
         return True
 
 
@@ -147,6 +157,18 @@ def test_a_port_in_use_is_reported_before_anything_loads(stalled: StalledManifes
     assert stalled.manifest.is_fifo()
 
 
+def test_a_missing_repository_is_reported_before_the_ports(tmp_path: Path) -> None:
+    # The gRPC port is taken too: were it bound first, the port would be the error reported.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        result = CliRunner().invoke(app, ["serve", "--repository", str(tmp_path / "modles"), "--port",
+                                          str(holder.getsockname()[1]), "--metrics-port", "-1"])
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert result.exit_code == 1, said
+    assert "modles does not exist" in said and "--repository" in said and "Traceback" not in said, said
+
+
 def test_sigterm_while_loading_stops_cleanly(stalled: StalledManifest) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "tilecast", "serve", "--repository", str(stalled.repository), "--port",
@@ -158,13 +180,15 @@ def test_sigterm_while_loading_stops_cleanly(stalled: StalledManifest) -> None:
             lines.append(line)
             if "listening on" in line:
                 break
+        assert stalled.hold(), "the server never began reading the manifest"
         process.send_signal(signal.SIGTERM)
-        assert stalled.release(), "the server never began reading the manifest"  # the load under way ends
+        # Nothing writes the pipe: the load never ends, and the server must not wait for it.
         output, _ = process.communicate(timeout=60)
         output = "".join(lines) + output
         assert process.returncode == 0, output
-        assert "stopping before the repository finished loading" in output and "stopped" in output
-        assert "serving 1 model" not in output
+        assert "stopping before the repository finished loading" in output, output
+        assert f"model {RGB_MODEL} version 1 was loading: not waiting for it" in output and "stopped" in output
+        assert "serving 1 model" not in output and "Traceback" not in output
     finally:
         if process.poll() is None:
             process.kill()
