@@ -39,6 +39,11 @@ def serve(
     max_message_mb: Annotated[int, _opt("MAX_MESSAGE_MB", "Largest gRPC message accepted.")] = 64,
     repository_poll_s: Annotated[float, _opt(
         "REPOSITORY_POLL_S", "Rescan the repository this often (0 = load at start only).")] = 0.0,
+    model_control: Annotated[str, _opt(
+        "MODEL_CONTROL", "none: load every model at start; poll: also rescan (needs --repository-poll-s); "
+        "explicit: load --load-model ones at start, others by request (Triton's repository API).")] = "",
+    load_model: Annotated[list[str] | None, _opt(
+        "LOAD_MODEL", "Under --model-control explicit: a model to load at start (repeat; '*' for all).")] = None,
     grace_period_s: Annotated[float, _opt("GRACE_PERIOD_S", "Time to finish work in flight at shutdown.")] = 10.0,
     kserve: Annotated[bool, _opt("KSERVE", "Also serve the KServe v2 protocol, for Triton and KServe clients.")] = True,
     log_level: Annotated[str, _opt("LOG_LEVEL")] = "INFO",
@@ -56,6 +61,7 @@ def serve(
         intra_op_threads=threads,
         providers=tuple(p.strip() for p in providers.split(",") if p.strip()), trt_fp16=trt_fp16,
         max_message_bytes=max_message_mb * 1024 * 1024, repository_poll_s=repository_poll_s,
+        model_control=model_control, load_models=tuple(load_model or ()),
         grace_period_s=grace_period_s, kserve=kserve, log_level=log_level, log_format=log_format,
     )
     configure(log_level, log_format)

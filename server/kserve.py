@@ -37,7 +37,7 @@ _WIRE_DTYPES = {name: code for code, name in DATATYPES.items()}
 # Where typed (not raw) values of each datatype travel; FP16 has no field and must be raw.
 _TYPED_FIELDS = {"UINT8": "uint_contents", "UINT16": "uint_contents", "INT32": "int_contents",
                  "INT64": "int64_contents", "FP32": "fp32_contents"}
-EXTENSIONS = ["model_configuration", "statistics"]  # Triton's names for the extensions served here
+EXTENSIONS = ["model_configuration", "statistics", "model_repository"]  # Triton's names for the extensions served here
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}  # Triton's platform names
 
 InferInput = v2.ModelInferRequest.InferInputTensor
@@ -265,6 +265,38 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
             raise InvalidArgument("statistics of a model version need the model's name too")
         return v2.ModelStatisticsResponse(
             model_stats=[_statistics(served) for served in self._models.ready_versions(request.name, version)])
+
+    @unary_errors
+    def RepositoryIndex(self, request: v2.RepositoryIndexRequest, context: Context) -> v2.RepositoryIndexResponse:
+        self._check_repository(request.repository_name)
+        return v2.RepositoryIndexResponse(models=[
+            v2.RepositoryIndexResponse.ModelIndex(name=name, version=version, state=state, reason=reason)
+            for name, version, state, reason in self._models.index() if state == "READY" or not request.ready])
+
+    @unary_errors
+    def RepositoryModelLoad(self, request: v2.RepositoryModelLoadRequest,
+                            context: Context) -> v2.RepositoryModelLoadResponse:
+        self._check_repository(request.repository_name)
+        if request.parameters:
+            raise InvalidArgument(f"loading with parameters ({', '.join(sorted(request.parameters))}) is not "
+                                  "supported: tilecast loads a model only as its repository folder holds it")
+        self._models.load_model(request.model_name, context.time_remaining())
+        return v2.RepositoryModelLoadResponse()
+
+    @unary_errors
+    def RepositoryModelUnload(self, request: v2.RepositoryModelUnloadRequest,
+                              context: Context) -> v2.RepositoryModelUnloadResponse:
+        self._check_repository(request.repository_name)
+        unknown = sorted(set(request.parameters) - {"unload_dependents"})  # none depend on another here
+        if unknown:
+            raise InvalidArgument(f"unknown unload parameters {unknown}; only unload_dependents is taken")
+        self._models.unload_model(request.model_name, context.time_remaining())
+        return v2.RepositoryModelUnloadResponse()
+
+    def _check_repository(self, name: str) -> None:
+        folder = self._models.repository.name
+        if name and name != folder:
+            raise NotFound(f"this server has one model repository, {folder!r}; leave repository_name empty")
 
     @stream_errors
     def ModelStreamInfer(self, requests: Iterator[v2.ModelInferRequest], context: Context,

@@ -14,13 +14,13 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tilecast.proto.errors import NotFound, Unavailable
+from tilecast.proto.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from tilecast.proto.v1 import inference_pb2, manifest_pb2
 from tilecast.server.backends.base import Backend
 from tilecast.server.backends.choose import open_instances
@@ -99,6 +99,11 @@ class ModelManager:
                  on_health: Callable[[str, bool], None] | None = None) -> None:
         self._settings = settings
         self._loaders = DaemonThreads("loader")
+        # The models to serve: None = every model of the repository; a set under explicit control.
+        self._wanted: set[str] | None = None
+        if settings.control_mode == "explicit" and "*" not in settings.load_models:
+            self._wanted = set(settings.load_models)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop syncs run on, for control requests
         self.loading_now = ""  # the version whose load is awaited, for the log of a shutdown meanwhile
         self._metrics = metrics
         self._on_health = on_health
@@ -107,6 +112,10 @@ class ModelManager:
         self._leases = threading.Lock()  # guards Served.leases and .retired
 
     # -- lookups ---------------------------------------------------------------------------
+
+    @property
+    def repository(self) -> Path:
+        return self._settings.repository
 
     def statuses(self) -> list[inference_pb2.ModelStatus]:
         return [s.entry.status() for _, s in sorted(self._current.items())]
@@ -212,11 +221,14 @@ class ModelManager:
         for name in self.names():
             self._on_health(name, any(s.entry.state == READY for (n, _), s in self._current.items() if n == name))
 
-    async def sync(self) -> None:
-        """Bring the served versions in line with the repository folder: add, replace, remove."""
+    async def sync(self, only: str = "") -> None:
+        """Bring the served versions in line with the repository folder: add, replace, remove; with
+        `only`, that model's versions and no other's."""
+        self._loop = asyncio.get_running_loop()
         async with self._lock:
-            found = {(name, version): path for name, version, path in scan(self._settings.repository)}
-            for key in [k for k in self._current if k not in found]:
+            found = {(name, version): path for name, version, path in scan(self._settings.repository)
+                     if (not only or name == only) and (self._wanted is None or name in self._wanted)}
+            for key in [k for k in self._current if k not in found and (not only or k[0] == only)]:
                 gone = self._current.pop(key)
                 self._metrics.forget(*key)
                 self._retire(gone)
@@ -239,6 +251,61 @@ class ModelManager:
                     log.info("model %s version %d replaced", *key)
                     self._retire(previous)
             self._update_health()
+
+    # -- explicit control (Triton's repository extension), called from request threads ----------
+
+    def load_model(self, name: str, timeout: float | None = None) -> None:
+        """Load a model's versions from the repository, or reload those whose files changed; returns
+        once they are ready, or raises with the reasons they are not."""
+        self._require_explicit("load")
+        if not any(found == name for found, _, _ in scan(self._settings.repository)):
+            raise NotFound(f"model {name!r} is not in the repository {self._settings.repository}; "
+                           f"it has {sorted({n for n, _, _ in scan(self._settings.repository)}) or 'no models'}")
+        assert self._wanted is not None
+        self._wanted.add(name)
+        self._on_loop(self.sync(only=name), timeout)
+        versions = [s.entry for (n, _), s in sorted(self._current.items()) if n == name]
+        if not any(entry.state == READY for entry in versions):
+            reasons = "; ".join(f"v{e.version}: {e.reason or 'not loaded'}" for e in versions)
+            raise FailedPrecondition(f"model {name!r} did not load: {reasons or 'no version folders'}")
+
+    def unload_model(self, name: str, timeout: float | None = None) -> None:
+        """Stop serving a model: new requests are refused at once, those in flight finish on it."""
+        self._require_explicit("unload")
+        assert self._wanted is not None
+        self._wanted.discard(name)
+        self._on_loop(self.sync(only=name), timeout)
+
+    def index(self) -> list[tuple[str, str, str, str]]:
+        """(name, version, state, reason) of every model in the repository or served, Triton's way:
+        a version's state READY, LOADING or UNAVAILABLE (with why); a model not loaded, version "" and
+        UNAVAILABLE "unloaded"."""
+        states = {inference_pb2.MODEL_STATE_READY: "READY", inference_pb2.MODEL_STATE_LOADING: "LOADING"}
+        rows = [(n, str(v), states.get(s.entry.state, "UNAVAILABLE"), s.entry.reason)
+                for (n, v), s in sorted(self._current.items())]
+        served = {row[0] for row in rows}
+        rows += [(name, "", "UNAVAILABLE", "unloaded")
+                 for name in sorted({n for n, _, _ in scan(self._settings.repository)} - served)]
+        return sorted(rows)
+
+    def _require_explicit(self, action: str) -> None:
+        mode = self._settings.control_mode
+        if mode != "explicit":
+            raise FailedPrecondition(
+                f"models are not loaded and unloaded by request on this server (model control {mode!r}: "
+                + ("it rescans its repository" if mode == "poll" else "it loads its whole repository at start")
+                + f"); to {action} models by request, start it with --model-control explicit")
+
+    def _on_loop(self, work: Coroutine[Any, Any, None], timeout: float | None) -> None:
+        if self._loop is None:
+            work.close()
+            raise Unavailable("the server has not started loading its repository yet; try again")
+        try:
+            waited = None if timeout is None else min(timeout, threading.TIMEOUT_MAX)  # no deadline: gRPC says ~forever
+            asyncio.run_coroutine_threadsafe(work, self._loop).result(waited)
+        except TimeoutError:
+            raise DeadlineExceeded("the deadline passed before the repository change was done; it goes on: "
+                                   "RepositoryIndex shows its progress") from None
 
     async def poll(self, interval: float) -> None:
         """Rescan every `interval` seconds until cancelled; a failed scan is logged and retried."""

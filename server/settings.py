@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROVIDERS = ("tensorrt", "cuda", "cpu")
+CONTROL_MODES = ("none", "poll", "explicit")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,11 @@ class Settings:
     trt_cache: Path | None = None  # TensorRT EP engine cache; None = <repository>/.trt-cache
     max_message_bytes: int = 64 * 1024 * 1024
     repository_poll_s: float = 0.0  # 0: load at start only; >0: rescan the repository this often
+    # Triton's model control modes: "none" loads every model at start, "poll" also rescans every
+    # repository_poll_s, "explicit" loads `load_models` at start ("*": all) and others by request
+    # (RepositoryModelLoad / Unload). "" = "poll" when repository_poll_s > 0, else "none".
+    model_control: str = ""
+    load_models: tuple[str, ...] = ()
     grace_period_s: float = 10.0
     kserve: bool = True  # also serve the KServe v2 protocol (inference.GRPCInferenceService) for Triton clients
     log_level: str = "INFO"
@@ -53,6 +59,19 @@ class Settings:
         if bad:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             raise ValueError(f"invalid server settings: {values}")
+        mode = self.control_mode
+        if mode not in CONTROL_MODES:
+            raise ValueError(f"model control must be one of {', '.join(CONTROL_MODES)}, not {mode!r}")
+        if (mode == "poll") != (self.repository_poll_s > 0):
+            raise ValueError("polling the repository needs --model-control poll (or none given) and "
+                             f"--repository-poll-s > 0; got {mode!r} and {self.repository_poll_s}")
+        if self.load_models and mode != "explicit":
+            raise ValueError("--load-model names the models to load at start under --model-control explicit; "
+                             f"under {mode!r} every model of the repository loads")
+
+    @property
+    def control_mode(self) -> str:
+        return self.model_control or ("poll" if self.repository_poll_s > 0 else "none")
 
     def threads_per_instance(self, instances: int) -> int:
         return self.intra_op_threads or max(1, (os.cpu_count() or 1) // instances)

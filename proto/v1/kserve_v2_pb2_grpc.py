@@ -79,6 +79,21 @@ class GRPCInferenceServiceStub:
                 request_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStatisticsRequest.SerializeToString,
                 response_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStatisticsResponse.FromString,
                 _registered_method=True)
+        self.RepositoryIndex = channel.unary_unary(
+                '/inference.GRPCInferenceService/RepositoryIndex',
+                request_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryIndexRequest.SerializeToString,
+                response_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryIndexResponse.FromString,
+                _registered_method=True)
+        self.RepositoryModelLoad = channel.unary_unary(
+                '/inference.GRPCInferenceService/RepositoryModelLoad',
+                request_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryModelLoadRequest.SerializeToString,
+                response_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryModelLoadResponse.FromString,
+                _registered_method=True)
+        self.RepositoryModelUnload = channel.unary_unary(
+                '/inference.GRPCInferenceService/RepositoryModelUnload',
+                request_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryModelUnloadRequest.SerializeToString,
+                response_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryModelUnloadResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -148,6 +163,27 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RepositoryIndex(self, request, context):
+        """Triton's extension: every model of the repository, loaded or not, with its versions' states.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepositoryModelLoad(self, request, context):
+        """Triton's extension, under explicit model control: load (or reload) a model from the repository,
+        answering once it is ready; unload one (requests in flight finish on it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepositoryModelUnload(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -195,6 +231,21 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelStatistics,
                     request_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStatisticsRequest.FromString,
                     response_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStatisticsResponse.SerializeToString,
+            ),
+            'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryIndex,
+                    request_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryIndexRequest.FromString,
+                    response_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryIndexResponse.SerializeToString,
+            ),
+            'RepositoryModelLoad': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryModelLoad,
+                    request_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryModelLoadRequest.FromString,
+                    response_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryModelLoadResponse.SerializeToString,
+            ),
+            'RepositoryModelUnload': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryModelUnload,
+                    request_deserializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryModelUnloadRequest.FromString,
+                    response_serializer=tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryModelUnloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -440,6 +491,87 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelStatistics',
             tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStatisticsRequest.SerializeToString,
             tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.ModelStatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryIndex',
+            tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryIndexRequest.SerializeToString,
+            tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryModelLoad(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryModelLoad',
+            tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryModelLoadRequest.SerializeToString,
+            tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryModelLoadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryModelUnload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryModelUnload',
+            tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryModelUnloadRequest.SerializeToString,
+            tilecast_dot_proto_dot_v1_dot_kserve__v2__pb2.RepositoryModelUnloadResponse.FromString,
             options,
             channel_credentials,
             insecure,
