@@ -99,10 +99,13 @@ class ModelManager:
                  on_health: Callable[[str, bool], None] | None = None) -> None:
         self._settings = settings
         self._loaders = DaemonThreads("loader")
-        # The models to serve: None = every model of the repository; a set under explicit control.
+        # The models to serve: None = every model of the repository; a set under explicit control,
+        # where "*" stands for those in the repository at start (not those added later).
         self._wanted: set[str] | None = None
-        if settings.control_mode == "explicit" and "*" not in settings.load_models:
-            self._wanted = set(settings.load_models)
+        self._wants_all_found = False
+        if settings.control_mode == "explicit":
+            self._wanted = set(settings.load_models) - {"*"}
+            self._wants_all_found = "*" in settings.load_models
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop syncs run on, for control requests
         self.loading_now = ""  # the version whose load is awaited, for the log of a shutdown meanwhile
         self._metrics = metrics
@@ -226,7 +229,11 @@ class ModelManager:
         `only`, that model's versions and no other's."""
         self._loop = asyncio.get_running_loop()
         async with self._lock:
-            found = {(name, version): path for name, version, path in scan(self._settings.repository)
+            versions = scan(self._settings.repository)
+            if self._wants_all_found and self._wanted is not None:
+                self._wanted.update(name for name, _, _ in versions)
+                self._wants_all_found = False
+            found = {(name, version): path for name, version, path in versions
                      if (not only or name == only) and (self._wanted is None or name in self._wanted)}
             for key in [k for k in self._current if k not in found and (not only or k[0] == only)]:
                 gone = self._current.pop(key)

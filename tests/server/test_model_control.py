@@ -172,6 +172,18 @@ TRITON_OPERATOR = textwrap.dedent("""
 """)
 
 
+def test_load_model_star_loads_the_repository_as_it_is_at_start(repository: Path, tmp_path: Path) -> None:
+    aside = shutil.move(repository / RGB_MODEL, tmp_path / "aside")  # comes back once the server runs
+    settings = local_settings(repository, model_control="explicit", load_models=("*",))
+    with ServerThread(settings) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        assert index(stub) == {(BROKEN, "1", "UNAVAILABLE")}  # tried at start, and failed
+        shutil.move(aside, repository / RGB_MODEL)
+        assert index(stub) == {(RGB_MODEL, "", "UNAVAILABLE"), (BROKEN, "1", "UNAVAILABLE")}  # not loaded
+        stub.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name=RGB_MODEL), timeout=60)
+        assert index(stub) == {(RGB_MODEL, "1", "READY"), (BROKEN, "1", "UNAVAILABLE")}
+
+
 def test_nvidias_triton_client_loads_and_unloads_models(repository: Path, tmp_path: Path) -> None:
     """tritonclient's own protobuf package would clash with our stubs: it runs in a process of its own."""
     pytest.importorskip("tritonclient", reason="tritonclient comes with the dev extra")
