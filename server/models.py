@@ -265,12 +265,11 @@ class ModelManager:
         """Load a model's versions from the repository, or reload those whose files changed; returns
         once they are ready, or raises with the reasons they are not."""
         self._require_explicit("load")
-        if not any(found == name for found, _, _ in scan(self._settings.repository)):
+        names = self._repository_names()
+        if name not in names:
             raise NotFound(f"model {name!r} is not in the repository {self._settings.repository}; "
-                           f"it has {sorted({n for n, _, _ in scan(self._settings.repository)}) or 'no models'}")
-        assert self._wanted is not None
-        self._wanted.add(name)
-        self._on_loop(self.sync(only=name), timeout)
+                           f"it has {sorted(names) or 'no models'}")
+        self._on_loop(self._control(name, serve=True), timeout)
         versions = [s.entry for (n, _), s in sorted(self._current.items()) if n == name]
         if not any(entry.state == READY for entry in versions):
             reasons = "; ".join(f"v{e.version}: {e.reason or 'not loaded'}" for e in versions)
@@ -279,9 +278,16 @@ class ModelManager:
     def unload_model(self, name: str, timeout: float | None = None) -> None:
         """Stop serving a model: new requests are refused at once, those in flight finish on it."""
         self._require_explicit("unload")
-        assert self._wanted is not None
-        self._wanted.discard(name)
-        self._on_loop(self.sync(only=name), timeout)
+        self._on_loop(self._control(name, serve=False), timeout)
+
+    async def _control(self, name: str, *, serve: bool) -> None:
+        """Add a model to the served set or take it out, then sync it: on the loop, like every sync."""
+        assert self._wanted is not None  # explicit control
+        if serve:
+            self._wanted.add(name)
+        else:
+            self._wanted.discard(name)
+        await self.sync(only=name)
 
     def index(self) -> list[tuple[str, str, str, str]]:
         """(name, version, state, reason) of every model in the repository or served, Triton's way:
@@ -291,9 +297,11 @@ class ModelManager:
         rows = [(n, str(v), states.get(s.entry.state, "UNAVAILABLE"), s.entry.reason)
                 for (n, v), s in sorted(self._current.items())]
         served = {row[0] for row in rows}
-        rows += [(name, "", "UNAVAILABLE", "unloaded")
-                 for name in sorted({n for n, _, _ in scan(self._settings.repository)} - served)]
+        rows += [(name, "", "UNAVAILABLE", "unloaded") for name in self._repository_names() - served]
         return sorted(rows)
+
+    def _repository_names(self) -> set[str]:
+        return {name for name, _, _ in scan(self._settings.repository)}
 
     def _require_explicit(self, action: str) -> None:
         mode = self._settings.control_mode

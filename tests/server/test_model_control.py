@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
 from tests.conftest import RGB_MODEL, local_settings
+from tests.server.test_kserve import infer_request
 from tilecast.cli import app
 from tilecast.client.remote import Client
 from tilecast.proto.v1 import kserve_v2_pb2 as v2
@@ -54,15 +55,8 @@ def failure(call: object, request: object) -> grpc.RpcError:
     return caught.value
 
 
-def infer_request() -> v2.ModelInferRequest:
-    request = v2.ModelInferRequest(model_name=RGB_MODEL)
-    request.inputs.add(name="image", datatype="UINT8", shape=TILE.shape)
-    request.raw_input_contents.append(TILE.tobytes())
-    return request
-
-
 def infer(stub: kserve_v2_pb2_grpc.GRPCInferenceServiceStub) -> v2.ModelInferResponse:
-    response: v2.ModelInferResponse = stub.ModelInfer(infer_request(), timeout=30)
+    response: v2.ModelInferResponse = stub.ModelInfer(infer_request(TILE), timeout=30)
     return response
 
 
@@ -84,7 +78,7 @@ def test_explicit_control_loads_and_unloads_by_request(explicit: ServerThread) -
         rest = list(replies)
         assert sorted(r.id for r in [first, *rest]) == list(range(12)) and all(r.error is None for r in rest)
         assert not stub.ModelReady(v2.ModelReadyRequest(name=RGB_MODEL), timeout=10).ready
-        assert failure(stub.ModelInfer, infer_request()).code() == grpc.StatusCode.NOT_FOUND
+        assert failure(stub.ModelInfer, infer_request(TILE)).code() == grpc.StatusCode.NOT_FOUND
         assert index(stub) == {(RGB_MODEL, "", "UNAVAILABLE"), (BROKEN, "", "UNAVAILABLE")}
         status = health.Check(health_pb2.HealthCheckRequest(service=RGB_MODEL), timeout=10).status
         assert status == health_pb2.HealthCheckResponse.NOT_SERVING
