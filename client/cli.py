@@ -78,6 +78,9 @@ def convert(
     min_tissue: Annotated[float, typer.Option(help="Classifiers: tissue fraction a cell needs.")] = 0.25,
     overwrite: Annotated[bool, typer.Option(help="Redo outputs that are already complete.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome of every file as JSON.")] = False,
+    wait_s: Annotated[float, typer.Option(
+        help="Seconds to wait for a server that answers but still loads its models (engine builds take "
+             "minutes); one that does not answer at all fails after 10 s.")] = 300.0,
 ) -> None:
     """Run a model over whole images and write tiled BigTIFFs or pyramidal OME-TIFFs (-o x.ome.tif or
     --format ome-tiff); folders are mirrored, finished files skipped."""
@@ -107,7 +110,7 @@ def convert(
         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out, transient=not as_json,
         disable=as_json,
     ) as bar:
-        client.wait_ready(timeout=10)
+        client.wait_ready(timeout=wait_s, connect_timeout=10)
         overall = bar.add_task("all files", total=len(jobs), rate="")
 
         def on_file(job: Job) -> Callable[[int, int], None]:
@@ -145,9 +148,25 @@ def convert(
         raise fail(f"{len(failed)} of {len(outcomes)} file(s) failed", code=1)
 
 
+models_app = typer.Typer(help="List a server's models; load and unload them under explicit model control.")
+
+
+@models_app.callback(invoke_without_command=True)
 @user_errors
-def models(server: ServerOption = DEFAULT_SERVER) -> None:
-    """List the models a server has, with their state."""
+def models(
+    ctx: typer.Context,
+    server: ServerOption = DEFAULT_SERVER,
+    repository: Annotated[bool, typer.Option(
+        "--repository", help="List every model in each server's repository, loaded or not.")] = False,
+) -> None:
+    """List the model versions a server serves or is loading, with their state (`--repository`: every model
+    in its repository, loaded or not); `load` and `unload` change what it serves."""
+    ctx.obj = server
+    if ctx.invoked_subcommand:
+        return
+    if repository:
+        show_repositories(server)
+        return
     from tilecast.client.remote import Client
     from tilecast.proto.v1 import inference_pb2, manifest_pb2
 
@@ -159,3 +178,57 @@ def models(server: ServerOption = DEFAULT_SERVER) -> None:
             state = inference_pb2.ModelState.Name(status.state).removeprefix("MODEL_STATE_").lower()
             table.add_row(status.name, str(status.version), kind, state, status.reason)
         out.print(table)
+
+
+def show_repositories(servers: list[str]) -> None:
+    from tilecast.client.control import RepositoryControl
+
+    table = Table(*(["server"] if len(servers) > 1 else []), "model", "version", "state", "reason")
+    for address in servers:
+        with RepositoryControl(address) as control:
+            for entry in control.index():
+                row = (entry.name, entry.version or "-", entry.state.lower(), entry.reason)
+                table.add_row(*([address] if len(servers) > 1 else []), *row)
+    out.print(table)
+
+
+ControlServerOption = Annotated[list[str] | None, typer.Option(
+    "--server", "-s", help="host:port of a server; repeat for several (default: the one `tilecast models` names).")]
+
+
+@models_app.command("load")
+@user_errors
+def load(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model folder name in the server's repository.")],
+    server: ControlServerOption = None,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the load (an engine build may take minutes); 0 waits until it ends.")] = 0.0,
+) -> None:
+    """Load a model on servers started with --model-control explicit (reload it if its files changed);
+    returns once it serves."""
+    from tilecast.client.control import RepositoryControl
+
+    if timeout < 0:
+        raise ValueError(f"--timeout {timeout:g}: give seconds, or 0 to wait until the load ends")
+    for address in server or ctx.obj:
+        with RepositoryControl(address) as control:
+            control.load(name, timeout=timeout or None)
+        out.print(f"{address}: {name} loaded", highlight=False)
+
+
+@models_app.command("unload")
+@user_errors
+def unload(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    server: ControlServerOption = None,
+) -> None:
+    """Stop serving a model on servers started with --model-control explicit: new requests are refused,
+    those in flight finish."""
+    from tilecast.client.control import RepositoryControl
+
+    for address in server or ctx.obj:
+        with RepositoryControl(address) as control:
+            control.unload(name)
+        out.print(f"{address}: {name} unloaded", highlight=False)

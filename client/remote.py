@@ -139,26 +139,33 @@ class Client:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def wait_ready(self, timeout: float, *, until_serving: bool = True) -> None:
+    def wait_ready(self, timeout: float, *, until_serving: bool = True, connect_timeout: float | None = None) -> None:
         """Block until the server serves: connected, and its health SERVING (a server answers health
         checks while it loads its models), or only connected with `until_serving=False` (to ask what
-        it is loading). Raises Unavailable after `timeout` seconds."""
+        it is loading). Raises Unavailable when no server answers within `connect_timeout` seconds
+        (default: `timeout`), or it does not serve within `timeout`.
+
+        The first health check waits for the connection (wait_for_ready): grpc's channel_ready_future
+        leaves a thread polling the channel that fails once it is closed, when used twice on one channel."""
         end = time.monotonic() + timeout
+        connect = timeout if connect_timeout is None else min(timeout, connect_timeout)
+        request = health_pb2.HealthCheckRequest()
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            raise error_for_status(
-                grpc.StatusCode.UNAVAILABLE, f"no tilecast server answered at {self.address} within {timeout:g} s"
-            ) from None
+            outcome = self._health(request, timeout=connect, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            if status_code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise error_for_status(grpc.StatusCode.UNAVAILABLE,
+                                       f"no tilecast server answered at {self.address} within {connect:g} s") from None
+            outcome = exc
         while until_serving:
-            try:
-                outcome = self._health(health_pb2.HealthCheckRequest(), timeout=max(0.01, end - time.monotonic()))
-            except grpc.RpcError as exc:
-                outcome = exc
             pause = health_pause(outcome, end, self.address, timeout)
             if pause is None:
                 return
             time.sleep(pause)
+            try:
+                outcome = self._health(request, timeout=max(0.01, end - time.monotonic()))
+            except grpc.RpcError as exc:
+                outcome = exc
 
     def list_models(self) -> list[inference_pb2.ModelStatus]:
         response = _call(lambda: self._stub.ListModels(inference_pb2.ListModelsRequest(), timeout=self.timeout))

@@ -25,7 +25,15 @@ from tilecast.proto.v1 import kserve_v2_pb2 as v2
 from tilecast.server.backends.base import Array
 from tilecast.server.metrics import Metrics
 from tilecast.server.models import ModelManager, Served
-from tilecast.server.servicer import CallRecord, Context, deadline_of, run_batch, stream_errors, unary_errors
+from tilecast.server.servicer import (
+    CallRecord,
+    Context,
+    RequestCounter,
+    deadline_of,
+    run_batch,
+    stream_errors,
+    unary_errors,
+)
 from tilecast.server.validation import checked_range, range_input_names
 
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -203,7 +211,7 @@ def _statistics(served: Served) -> v2.ModelStatistics:
             for size, calls in sorted(stats.by_size.items())])
 
 
-class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
+class KServeServicer(RequestCounter, kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, models: ModelManager, metrics: Metrics, accepting: Callable[[], bool],
                  stream_window: int) -> None:
         """`accepting` says whether the server takes new work (false while it shuts down);
@@ -212,9 +220,6 @@ class KServeServicer(kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
         self._metrics = metrics
         self._accepting = accepting
         self._stream_window = stream_window
-
-    def count(self, model: str, method: str, code: str) -> None:
-        self._metrics.requests.labels(model or "-", method, code).inc()
 
     @unary_errors
     def ServerLive(self, request: v2.ServerLiveRequest, context: Context) -> v2.ServerLiveResponse:

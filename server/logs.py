@@ -6,6 +6,7 @@ import datetime
 import json
 import logging
 import sys
+from typing import TextIO
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,8 +22,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stderr as it is when a record comes, not as it was at setup: a server embedded in a
+    program or a test runner that swaps the stream must not leave logging writing to a closed file."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:  # StreamHandler.__init__ sets it; the property decides
+        pass
+
+
 def configure(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

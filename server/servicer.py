@@ -58,7 +58,7 @@ def unary_errors(
     handler: Callable[[Any, Req, Context], Resp],
 ) -> Callable[[Any, Req, Context], Resp]:
     @functools.wraps(handler)
-    def wrapper(self: Any, request: Req, context: Context) -> Resp:  # any servicer with count()
+    def wrapper(self: Any, request: Req, context: Context) -> Resp:  # a RequestCounter
         code = "OK"
         try:
             return handler(self, request, context)
@@ -87,7 +87,7 @@ def stream_errors(
     handler: Callable[[Any, Req, Context, CallRecord], Iterator[Resp]],
 ) -> Callable[[Any, Req, Context], Iterator[Resp]]:
     @functools.wraps(handler)
-    def wrapper(self: InferenceServicer, requests: Req, context: Context) -> Iterator[Resp]:
+    def wrapper(self: RequestCounter, requests: Req, context: Context) -> Iterator[Resp]:
         record = CallRecord()
         try:
             yield from handler(self, requests, context, record)
@@ -130,14 +130,20 @@ def _timing(result: TileOutputs) -> wire.Timing:
     return int(result.queue_seconds * 1e6), int(result.compute_seconds * 1e6), result.batch_size
 
 
-class InferenceServicer(inference_pb2_grpc.InferenceServicer):
+class RequestCounter:
+    """What `unary_errors` and `stream_errors` need of a servicer: the finished-calls counter."""
+
+    _metrics: Metrics
+
+    def count(self, model: str, method: str, code: str) -> None:
+        self._metrics.requests.labels(model or "-", method, code).inc()
+
+
+class InferenceServicer(RequestCounter, inference_pb2_grpc.InferenceServicer):
     def __init__(self, models: ModelManager, metrics: Metrics, settings: Settings) -> None:
         self._models = models
         self._metrics = metrics
         self._settings = settings
-
-    def count(self, model: str, method: str, code: str) -> None:
-        self._metrics.requests.labels(model or "-", method, code).inc()
 
     @unary_errors
     def ListModels(

@@ -21,11 +21,11 @@ app = typer.Typer(
 )
 app.command("serve")(server_cli.serve)
 app.command("convert")(client_cli.convert)
-app.command("models")(client_cli.models)
 app.command("demo")(demo.demo)
 app.command("bench")(bench.bench)
 app.command("bench-convert")(bench_convert.bench_convert)
 app.command("bench-monai")(bench_monai.bench_monai)
+app.add_typer(client_cli.models_app, name="models")
 app.add_typer(training_cli.app, name="train")
 app.add_typer(export_cli.app, name="export")
 

@@ -19,7 +19,10 @@ from typer.testing import CliRunner
 from tests.conftest import RGB_MODEL, local_settings
 from tests.server.test_kserve import infer_request
 from tilecast.cli import app
+from tilecast.client.control import RepositoryControl
 from tilecast.client.remote import Client
+from tilecast.local import free_port
+from tilecast.proto.errors import Unavailable
 from tilecast.proto.v1 import kserve_v2_pb2 as v2
 from tilecast.proto.v1 import kserve_v2_pb2_grpc
 from tilecast.server.app import ServerThread
@@ -141,6 +144,54 @@ def test_conflicting_control_flags_are_refused(repository: Path, flags: list[str
                                       "--metrics-port", "-1", *flags])
     said = " ".join(result.output.split())
     assert result.exit_code == 1 and words in said and "Traceback" not in said, said
+
+
+def said(args: list[str]) -> tuple[int, str]:
+    """A command's exit code and its output as one line of words (table borders dropped)."""
+    result = CliRunner().invoke(app, args)
+    words = "".join(" " if "\u2500" <= c <= "\u257f" else c for c in result.output)
+    return result.exit_code, " ".join(words.split())
+
+
+def test_operators_load_and_unload_from_the_command_line(explicit: ServerThread) -> None:
+    address = f"127.0.0.1:{explicit.port}"
+    code, listing = said(["models", "-s", address, "--repository"])
+    assert code == 0 and f"{RGB_MODEL} 1 ready" in listing and f"{BROKEN} - unavailable unloaded" in listing, listing
+
+    code, text = said(["models", "-s", address, "unload", RGB_MODEL])
+    assert code == 0 and f"{address}: {RGB_MODEL} unloaded" in text, text
+    code, listing = said(["models", "-s", address, "--repository"])
+    assert f"{RGB_MODEL} - unavailable unloaded" in listing, listing
+    code, text = said(["models", "load", RGB_MODEL, "-s", address, "--timeout", "60"])
+    assert code == 0 and f"{address}: {RGB_MODEL} loaded" in text, text
+    with Client(address, timeout=30) as client:
+        assert client.predict(RGB_MODEL, TILE)[0].shape == (1, 64, 64, 3)
+
+    # Mistakes and failures: one line each, exit 1, the server serving on.
+    for args, words in ((["load", BROKEN], "did not load"), (["load", "no-such-model"], "it has ['broken', 'rgb"),
+                        (["load", RGB_MODEL, "--timeout", "-1"], "give seconds, or 0")):
+        code, text = said(["models", "-s", address, *args])
+        assert code == 1 and words in text and "Traceback" not in text, text
+    code, listing = said(["models", "-s", address])
+    assert code == 0 and f"{RGB_MODEL} 1 generator ready" in listing, listing
+
+
+def test_load_from_the_command_line_names_the_flag_it_needs(server: ServerThread) -> None:
+    code, text = said(["models", "-s", f"127.0.0.1:{server.port}", "load", RGB_MODEL])
+    assert code == 1 and "--model-control explicit" in text and "Traceback" not in text, text
+
+
+def test_repository_control_needs_the_kserve_protocol(repository: Path) -> None:
+    with ServerThread(local_settings(repository, kserve=False)) as server:
+        code, text = said(["models", "-s", f"127.0.0.1:{server.port}", "--repository"])
+    assert code == 1 and "does not serve the KServe v2 protocol" in text and "--kserve" in text, text
+
+
+def test_no_server_at_the_address_is_said_plainly() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with RepositoryControl(address, connect_timeout=0.5) as control, pytest.raises(
+            Unavailable, match=f"no server answered at {address} within 0.5 s"):
+        control.index()
 
 
 TRITON_OPERATOR = textwrap.dedent("""

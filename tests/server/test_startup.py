@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import tifffile
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
@@ -88,7 +89,11 @@ def health(channel: grpc.Channel, service: str = "") -> int:
     return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status)
 
 
-def test_the_server_answers_while_its_repository_loads(stalled: StalledManifest) -> None:
+def convert_command(image: Path, address: str, output: Path, wait_s: float) -> list[str]:
+    return ["convert", str(image), "-m", RGB_MODEL, "-s", address, "-o", str(output), "--wait-s", str(wait_s)]
+
+
+def test_the_server_answers_while_its_repository_loads(stalled: StalledManifest, tmp_path: Path) -> None:
     server = ServerThread(local_settings(stalled.repository))
     started: list[BaseException | None] = []
 
@@ -124,7 +129,22 @@ def test_the_server_answers_while_its_repository_loads(stalled: StalledManifest)
                 client.wait_ready(timeout=0.3)
             assert not started, "start() returned before the repository loaded"
 
+            # convert waits for the load as long as --wait-s says, and writes nothing if it gives up.
+            image = tmp_path / "a.tif"
+            tifffile.imwrite(image, np.zeros((300, 300, 3), np.uint8), photometric="rgb")
+            impatient = CliRunner().invoke(app, convert_command(image, address, tmp_path / "early.tif", 0.3))
+            said = " ".join(impatient.output.split())
+            assert impatient.exit_code == 1 and "did not become ready within 0.3 s" in said, said
+            assert not list(tmp_path.glob("early*"))
+            patient = subprocess.Popen([sys.executable, "-m", "tilecast", *convert_command(
+                image, address, tmp_path / "b.tif", 60)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(3)
+            assert patient.poll() is None, patient.communicate()[0]  # still waiting for the load
+
             assert stalled.release(), "the server never began reading the manifest"
+            printed, _ = patient.communicate(timeout=120)
+            assert patient.returncode == 0, printed
+            assert tifffile.imread(tmp_path / "b.tif").shape == (300, 300, 3)
             client.wait_ready(timeout=60)
             starter.join(timeout=60)
             assert started == [None]
