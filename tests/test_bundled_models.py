@@ -63,6 +63,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "ihc-density.overlay.png").stat().st_size > 10_000
     assert len((tmp_path / "ihc-density.csv").read_text().splitlines()) == 1 + 16 * 16
     assert "heat map:" in result.stdout
+    labels = tifffile.imread(tmp_path / "nuclei-labels.tif")  # the fluorescence field: half the edge
+    assert labels.shape == (512, 512) and set(np.unique(labels)) == {0, 1}
+    said = " ".join(result.stdout.split())
+    dice = float(said.split("Dice ")[1].split()[0])
+    assert dice > 0.9, said
+    assert (tmp_path / "nuclei.png").stat().st_size > 10_000
 
 
 def test_bundled_models_are_small_and_record_their_validation() -> None:
