@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -158,38 +158,46 @@ def models(
     server: ServerOption = DEFAULT_SERVER,
     repository: Annotated[bool, typer.Option(
         "--repository", help="List every model in each server's repository, loaded or not.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON, for scripts.")] = False,
 ) -> None:
     """List the model versions a server serves or is loading, with their state (`--repository`: every model
     in its repository, loaded or not); `load` and `unload` change what it serves."""
     ctx.obj = server
     if ctx.invoked_subcommand:
         return
-    if repository:
-        show_repositories(server)
+    rows = repository_rows(server) if repository else model_rows(server)
+    if as_json:
+        out.print_json(data=rows)
         return
+    table = Table(*rows[0]) if rows else Table("model")
+    for row in rows:
+        table.add_row(*(str(value) for value in row.values()))
+    out.print(table)
+
+
+def model_rows(server: list[str]) -> list[dict[str, Any]]:
     from tilecast.client.remote import Client
     from tilecast.proto.v1 import inference_pb2, manifest_pb2
 
     with Client(server) as client:
         client.wait_ready(timeout=10, until_serving=False)  # versions still loading are listed as such
-        table = Table("model", "version", "kind", "state", "reason")
-        for status in client.list_models():
-            kind = manifest_pb2.ModelKind.Name(status.kind).removeprefix("MODEL_KIND_").lower()
-            state = inference_pb2.ModelState.Name(status.state).removeprefix("MODEL_STATE_").lower()
-            table.add_row(status.name, str(status.version), kind, state, status.reason)
-        out.print(table)
+        return [{"model": status.name, "version": status.version,
+                 "kind": manifest_pb2.ModelKind.Name(status.kind).removeprefix("MODEL_KIND_").lower(),
+                 "state": inference_pb2.ModelState.Name(status.state).removeprefix("MODEL_STATE_").lower(),
+                 "reason": status.reason} for status in client.list_models()]
 
 
-def show_repositories(servers: list[str]) -> None:
+def repository_rows(servers: list[str]) -> list[dict[str, Any]]:
+    """The index of each server's repository (a "server" column when there are several)."""
     from tilecast.client.control import RepositoryControl
 
-    table = Table(*(["server"] if len(servers) > 1 else []), "model", "version", "state", "reason")
+    rows: list[dict[str, Any]] = []
     for address in servers:
         with RepositoryControl(address) as control:
-            for entry in control.index():
-                row = (entry.name, entry.version or "-", entry.state.lower(), entry.reason)
-                table.add_row(*([address] if len(servers) > 1 else []), *row)
-    out.print(table)
+            rows += [{**({"server": address} if len(servers) > 1 else {}), "model": entry.name,
+                      "version": entry.version or "-", "state": entry.state.lower(), "reason": entry.reason}
+                     for entry in control.index()]
+    return rows
 
 
 ControlServerOption = Annotated[list[str] | None, typer.Option(

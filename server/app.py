@@ -115,7 +115,7 @@ class TilecastServer:
         log.info("listening on %s:%d (metrics on port %s); loading %s", host, self.port,
                  self.metrics_port if self.settings.metrics_port >= 0 else "off", self.settings.repository)
         await self.models.sync()
-        if self.settings.repository_poll_s > 0:
+        if self.settings.control_mode == "poll":
             self._poller = asyncio.create_task(self.models.poll(self.settings.repository_poll_s))
         self._health.set("", SERVING)
         self._health.set(SERVICE_NAME, SERVING)
