@@ -22,14 +22,14 @@ def test_bench_reports_every_floor_and_ratio(tmp_path: Path, server: ServerThrea
         "--threads", "1", "--json", str(report_path)])
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
-    latencies = ["echo_stream", "echo_unary", "echo_engine_added", "echo_engine_unary_added", "stream",
-                 "stream_added", "unary", "unary_added"]
+    latencies = ["echo_stream", "echo_unary", "echo_engine_added", "echo_engine_unary_added", "echo_paused_added",
+                 "stream", "stream_added", "unary", "unary_added"]
     for name in latencies:
         assert report[name]["samples"] == 12, name
         assert report[name]["p50_ms"] <= report[name]["p99_ms"], name
     # A round trip through a real server takes longer than the engine time it reports.
     assert report["stream_added"]["p50_ms"] > 0 and report["unary_added"]["p50_ms"] > 0
-    assert report["echo_engine_added"]["p50_ms"] > 0
+    assert report["echo_engine_added"]["p50_ms"] > 0 and report["echo_paused_added"]["p50_ms"] > 0
     assert [(row["mode"], row["concurrency"]) for row in report["throughput"]] == [("stream", 1), ("unary", 1)]
     assert all(row["server"] > 0 and row["in_process"] > 0 for row in report["throughput"])
     assert len(report["targets"]) == 2 + 5 and "echo-with-engine" in result.output

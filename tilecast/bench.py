@@ -54,6 +54,7 @@ class Report:
     echo_pipelined_ms_per_tile: float = 0.0
     echo_engine_added: Latency | None = None  # echo that runs the engine before it replies: round trip - engine time
     echo_engine_unary_added: Latency | None = None
+    echo_paused_added: Latency | None = None  # echo that sleeps the engine's p50 before it replies: minus the sleep
     engine: Latency | None = None  # in-process, batch 1
     stream: Latency | None = None  # round trip, one tile in flight
     stream_added: Latency | None = None  # round trip minus that tile's engine time in the server
@@ -101,8 +102,18 @@ def one_at_a_time(call: Callable[[Any], Any], request: Any, count: int,
     return rtts
 
 
-def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, Latency, float, Latency, Latency]:
-    from tilecast.echo import ENGINE_SECONDS, ENGINE_STREAM_METHOD, ENGINE_UNARY_METHOD, STREAM_METHOD, UNARY_METHOD
+def measure_echo(address: str, request: bytes,
+                 samples: int) -> tuple[Latency, Latency, float, Latency, Latency, Latency]:
+    """Echo stream and unary round trips, ms per tile pipelined, and the added
+    latency of the echo that runs the engine (stream, unary) and of the one that sleeps as long (stream)."""
+    from tilecast.echo import (
+        ENGINE_SECONDS,
+        ENGINE_STREAM_METHOD,
+        ENGINE_UNARY_METHOD,
+        PAUSED_STREAM_METHOD,
+        STREAM_METHOD,
+        UNARY_METHOD,
+    )
 
     with grpc.insecure_channel(address) as channel:
         grpc.channel_ready_future(channel).result(timeout=60)
@@ -122,9 +133,16 @@ def measure_echo(address: str, request: bytes, samples: int) -> tuple[Latency, L
         unary_engine: list[float] = []
         unary_with_engine = one_at_a_time(channel.unary_unary(ENGINE_UNARY_METHOD), request, samples,
                                           lambda reply: unary_engine.append(ENGINE_SECONDS.unpack_from(reply)[0]))
-    added = [r - e for r, e in zip(with_engine, engine, strict=True)]
-    unary_added = [r - e for r, e in zip(unary_with_engine, unary_engine, strict=True)]
-    return Latency.of(streamed), Latency.of(unary_rtts), pipelined, Latency.of(added), Latency.of(unary_added)
+        slept: list[float] = []
+        pause = ENGINE_SECONDS.pack(float(np.median(engine))) + request[ENGINE_SECONDS.size:]
+        paused = lockstep(channel.stream_stream(PAUSED_STREAM_METHOD), pause, samples,
+                          on_response=lambda reply: slept.append(ENGINE_SECONDS.unpack_from(reply)[0]))
+
+    def minus(rtts: list[float], spent: list[float]) -> Latency:
+        return Latency.of([r - e for r, e in zip(rtts, spent, strict=True)])
+
+    return (Latency.of(streamed), Latency.of(unary_rtts), pipelined, minus(with_engine, engine),
+            minus(unary_with_engine, unary_engine), minus(paused, slept))
 
 
 class Engine:
@@ -273,6 +291,7 @@ def show(report: Report) -> None:
                   title=f"{report.model}, tile {report.tile}, {report.threads} engine thread(s)")
     rows = [("echo stream (floor)", report.echo_stream), ("echo unary (floor)", report.echo_unary),
             ("engine in-process", report.engine), ("server stream round trip", report.stream),
+            ("echo sleeping as long as the engine, added", report.echo_paused_added),
             ("echo + engine in the call thread, added", report.echo_engine_added),
             ("server stream added", report.stream_added), ("server unary round trip", report.unary),
             ("echo + engine in the call thread, unary, added", report.echo_engine_unary_added),
@@ -283,6 +302,9 @@ def show(report: Report) -> None:
                           f"{value.mean_ms:.3f}", str(value.samples))
     out.print(table)
     out.print(f"echo pipelined: {report.echo_pipelined_ms_per_tile:.3f} ms per tile")
+    if report.echo_paused_added and report.echo_stream:
+        out.print(f"echo pausing as long as the engine, added p50 / echo p50 = "
+                  f"{report.echo_paused_added.p50_ms / report.echo_stream.p50_ms:.2f} (what the pause alone costs)")
     for mode, server, floor in (("stream", report.stream_added, report.echo_engine_added),
                                 ("unary", report.unary_added, report.echo_engine_unary_added)):
         if server and floor:
@@ -340,7 +362,8 @@ def bench(
         out.print("measuring the transport floor (echo, then echo with the engine)...")
         request = tensors.encode(image).SerializeToString()
         (report.echo_stream, report.echo_unary, report.echo_pipelined_ms_per_tile, report.echo_engine_added,
-         report.echo_engine_unary_added) = measure_echo(f"127.0.0.1:{echo_port}", request, samples)
+         report.echo_engine_unary_added, report.echo_paused_added) = measure_echo(f"127.0.0.1:{echo_port}", request,
+                                                                                  samples)
         out.print("measuring the engine in-process...")
         engine = Engine(onnx, spec.name, threads)
         report.engine = engine.latency(image, max(10, samples // 4))

@@ -6,7 +6,9 @@ server the tilecast server uses. Run as a process: `python -m tilecast.echo --po
 With `--engine model.onnx`, two more methods (stream and unary) run that model once per message in
 the call's own thread before replying, and put the engine's seconds in the reply's first 8 bytes:
 the floor for any server that computes a tile in the thread that answers it. Both ends sleep while
-the engine runs, and waking them costs more than on a stream that never pauses.
+the engine runs, and waking them costs more than on a stream that never pauses. The PausedStream
+method shows that without any engine: it sleeps for the seconds in the request's first 8 bytes,
+then replies with the seconds it slept.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ STREAM_METHOD = f"/{SERVICE}/Stream"
 UNARY_METHOD = f"/{SERVICE}/Unary"
 ENGINE_STREAM_METHOD = f"/{SERVICE}/EngineStream"
 ENGINE_UNARY_METHOD = f"/{SERVICE}/EngineUnary"
+PAUSED_STREAM_METHOD = f"/{SERVICE}/PausedStream"
 ENGINE_SECONDS = struct.Struct("<d")
 
 
@@ -71,13 +74,21 @@ def serve(host: str, port: int, reply_bytes: int, engine: EngineCall | None = No
         for _ in requests:
             yield reply
 
+    padding = bytes(max(0, reply_bytes - ENGINE_SECONDS.size))
+
+    def paused_stream(requests: Iterator[bytes], context: object) -> Iterator[bytes]:
+        for request in requests:
+            started = time.perf_counter()
+            time.sleep(ENGINE_SECONDS.unpack_from(request)[0])
+            yield ENGINE_SECONDS.pack(time.perf_counter() - started) + padding
+
     methods = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Stream": grpc.stream_stream_rpc_method_handler(stream),
+        "PausedStream": grpc.stream_stream_rpc_method_handler(paused_stream),
     }
     if engine is not None:
         run = _engine_runner(engine)
-        padding = bytes(max(0, reply_bytes - ENGINE_SECONDS.size))
 
         def engine_unary(request: bytes, context: object) -> bytes:
             return ENGINE_SECONDS.pack(run()) + padding
