@@ -5,13 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tilecast.console import fail, out, user_errors
+
+if TYPE_CHECKING:
+    from tilecast.client.control import RepositoryControl
 
 ServerOption = Annotated[
     list[str], typer.Option("--server", "-s", envvar="TILECAST_SERVER",
@@ -204,6 +207,16 @@ ControlServerOption = Annotated[list[str] | None, typer.Option(
     "--server", "-s", help="host:port of a server; repeat for several (default: the one `tilecast models` names).")]
 
 
+def on_each_server(servers: list[str], request: Callable[[RepositoryControl], None], done: str) -> None:
+    """Send one repository request to each server in turn, saying "<server>: <done>" after each."""
+    from tilecast.client.control import RepositoryControl
+
+    for address in servers:
+        with RepositoryControl(address) as control:
+            request(control)
+        out.print(f"{address}: {done}", highlight=False)
+
+
 @models_app.command("load")
 @user_errors
 def load(
@@ -215,14 +228,9 @@ def load(
 ) -> None:
     """Load a model on servers started with --model-control explicit (reload it if its files changed);
     returns once it serves."""
-    from tilecast.client.control import RepositoryControl
-
     if timeout < 0:
         raise ValueError(f"--timeout {timeout:g}: give seconds, or 0 to wait until the load ends")
-    for address in server or ctx.obj:
-        with RepositoryControl(address) as control:
-            control.load(name, timeout=timeout or None)
-        out.print(f"{address}: {name} loaded", highlight=False)
+    on_each_server(server or ctx.obj, lambda control: control.load(name, timeout=timeout or None), f"{name} loaded")
 
 
 @models_app.command("unload")
@@ -234,9 +242,4 @@ def unload(
 ) -> None:
     """Stop serving a model on servers started with --model-control explicit: new requests are refused,
     those in flight finish."""
-    from tilecast.client.control import RepositoryControl
-
-    for address in server or ctx.obj:
-        with RepositoryControl(address) as control:
-            control.unload(name)
-        out.print(f"{address}: {name} unloaded", highlight=False)
+    on_each_server(server or ctx.obj, lambda control: control.unload(name), f"{name} unloaded")
