@@ -311,11 +311,16 @@ class KServeServicer(RequestCounter, kserve_v2_pb2_grpc.GRPCInferenceServiceServ
         def answer(request: v2.ModelInferRequest) -> v2.ModelStreamInferResponse:
             record.model = record.model or request.model_name
             try:
-                return v2.ModelStreamInferResponse(infer_response=self._infer(request, context, books_after_send=False))
+                response = v2.ModelStreamInferResponse(
+                    infer_response=self._infer(request, context, books_after_send=False))
             except TilecastError as exc:
+                self.count(request.model_name, "ModelStreamInfer", exc.code.name)
                 return v2.ModelStreamInferResponse(error_message=str(exc), infer_response=v2.ModelInferResponse(
                     model_name=request.model_name, model_version=request.model_version, id=request.id))
+            self.count(request.model_name, "ModelStreamInfer", "OK")
+            return response
 
+        record.counts_requests = True
         yield from _RequestStream(answer, self._stream_window).run(requests)
 
     def _infer(self, request: v2.ModelInferRequest, context: Context, *,

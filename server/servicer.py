@@ -81,6 +81,9 @@ class CallRecord:
 
     model: str = ""
     code: str = "OK"
+    # The handler counts each request of the stream itself (KServe's ModelStreamInfer, as Triton counts
+    # a stream's requests); the call is then counted only if it fails as a whole.
+    counts_requests: bool = False
 
 
 def stream_errors(
@@ -100,7 +103,8 @@ def stream_errors(
             record.code = exc.code.name if isinstance(exc, TilecastError) else "INTERNAL"
             _abort(context, exc)
         finally:
-            self.count(record.model, handler.__name__, record.code)
+            if not record.counts_requests or record.code != "OK":
+                self.count(record.model, handler.__name__, record.code)
 
     return wrapper
 

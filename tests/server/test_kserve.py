@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 
 from tests.conftest import RGB_MODEL, local_settings, tiny_segmenter
+from tests.server.test_serving import metric, scrape
 from tilecast.proto.v1 import kserve_v2_pb2 as v2
 from tilecast.proto.v1 import kserve_v2_pb2_grpc
 from tilecast.server.app import ServerThread
@@ -136,12 +137,19 @@ def test_model_infer_raw_and_typed_match_onnx_runtime(model_repository: Path,
 
 
 def test_model_stream_infer_answers_each_request_and_goes_on_after_an_error(
-        model_repository: Path, stub: kserve_v2_pb2_grpc.GRPCInferenceServiceStub) -> None:
+        model_repository: Path, server: ServerThread, stub: kserve_v2_pb2_grpc.GRPCInferenceServiceStub) -> None:
     batches = [np.random.default_rng(40 + i).integers(0, 256, (1 + i % 2, 64, 64, 3), dtype=np.uint8)
                for i in range(4)]
     requests = [infer_request(b, id=f"r{i}") for i, b in enumerate(batches)]
     requests[2].inputs[0].datatype = "UINT16"
+
+    def counted(code: str) -> float:
+        return metric(scrape(server), "tilecast_requests_total", model=RGB_MODEL, method="ModelStreamInfer", code=code)
+
+    before = counted("OK"), counted("INVALID_ARGUMENT")
     answers = {a.infer_response.id: a for a in stub.ModelStreamInfer(iter(requests), timeout=120)}
+    # Each request is counted, as Triton counts a stream's requests (the call itself is not).
+    assert (counted("OK") - before[0], counted("INVALID_ARGUMENT") - before[1]) == (3, 1)
     assert sorted(answers) == ["r0", "r1", "r2", "r3"]  # in the order they finish
     assert "expects dtype uint8" in answers["r2"].error_message
     for i in (0, 1, 3):
