@@ -93,6 +93,8 @@ def convert(
     from tilecast.client.convert import ConvertOptions
     from tilecast.client.remote import Client
 
+    if wait_s < 0:
+        raise ValueError(f"--wait-s {wait_s:g}: give the seconds to wait for a server still loading (0 or more)")
     if blend_window not in WINDOWS:
         raise ValueError(f"--blend-window {blend_window!r}: use one of {', '.join(WINDOWS)}")
     options = ConvertOptions(tile_size=tile_size or None, halo=None if halo < 0 else halo, stitch=stitch,

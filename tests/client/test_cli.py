@@ -49,6 +49,7 @@ def test_user_mistakes_are_one_clear_line(tmp_path: Path, server: ServerThread) 
          "--blend-window 'cosine': use one of gaussian, linear"),
         (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--stitch", "blend", "--overlap", "7",
           "--channels", "0,0,0"], "blend overlap 7 must be a multiple"),
+        (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--wait-s", "-1"], "--wait-s -1: give the seconds"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)
