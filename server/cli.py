@@ -1,8 +1,12 @@
-"""`tilecast serve`: every flag has a TILECAST_* environment variable and a field in `Settings`."""
+"""`tilecast serve`, generated from `Settings`: each field is a flag `--field-name` and an environment
+variable `TILECAST_FIELD_NAME`, with the field's default and help; a value a field does not take is
+one line naming the flag, and exit code 2."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import logging
 import os
 import sys
@@ -11,60 +15,116 @@ from typing import Annotated, Any
 
 import typer
 
-from tilecast.console import user_errors
+from tilecast.console import fail, user_errors
+from tilecast.server.settings import ScaledAlias, SettingError, Settings, env_of, field_types, flag_of
+
+_METAVARS = {int: "INTEGER", float: "NUMBER", Path: "PATH", Path | None: "PATH"}
 
 
-def _opt(env: str, help_text: str = "") -> Any:
-    """An option read from the flag or from TILECAST_<env>."""
-    return typer.Option(envvar=f"TILECAST_{env}", help=help_text)
+def _option(item: dataclasses.Field[Any]) -> tuple[Any, Any]:
+    """The typer parameter of one field: (annotation, default). Values arrive as text and are parsed
+    here (`_parse`), so that every mistake reads the same way; on/off fields are --x/--no-x."""
+    kind, meta = field_types()[item.name], item.metadata
+    names = [item.name.replace("_", "-"), *meta.get("aliases", ())]
+    envvar = [env_of(name) for name in names]
+    help_text = meta.get("help", "")
+    if kind is bool:
+        flags = "/".join(f"--{name}/--no-{name}" for name in names[:1])
+        return Annotated[bool, typer.Option(flags, envvar=envvar, help=help_text)], item.default
+    decls = [f"--{name}" for name in names]
+    shown = _shown_default(item.default)
+    if _is_list(kind):
+        option = typer.Option(*decls, envvar=envvar, help=f"{help_text} Repeat the flag or separate values by "
+                              "commas.", show_default=shown, metavar="TEXT")
+        return Annotated[list[str] | None, option], None
+    option = typer.Option(*decls, envvar=envvar, help=help_text, show_default=shown,
+                          metavar=_METAVARS.get(kind, "TEXT"))
+    return Annotated[str | None, option], None
+
+
+def _scaled_option(alias: ScaledAlias) -> tuple[Any, Any]:
+    option = typer.Option(f"--{alias.name}", envvar=env_of(alias.name), help=alias.help, metavar="INTEGER")
+    return Annotated[str | None, option], None
+
+
+def _shown_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    return "none" if value is None or value == "" else str(value)
+
+
+def _is_list(kind: Any) -> bool:
+    return getattr(kind, "__origin__", None) is tuple
+
+
+def _parse(name: str, text: Any) -> Any:
+    """A field's value from its flag's text (or repeated texts, for a tuple field)."""
+    kind = field_types()[name]
+    if kind is bool:
+        return text
+    if _is_list(kind):
+        return tuple(part.strip() for value in text for part in value.split(",") if part.strip())
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            rule = Settings.__dataclass_fields__[name].metadata.get("rule")
+            raise SettingError(name, text, rule.valid if rule else f"a {'whole ' if kind is int else ''}number "
+                                                                   "≥ 0") from None
+    if kind == Path | None:
+        return Path(text) if text else None
+    return Path(text) if kind is Path else text
+
+
+def settings_of(options: dict[str, Any]) -> Settings:
+    """The settings the flags and environment variables give; a field not given keeps its default."""
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(Settings):
+        scaled: ScaledAlias | None = item.metadata.get("scaled")
+        if scaled is not None and options.get(scaled.name.replace("-", "_")) is not None:
+            if options.get(item.name) is not None:
+                raise SettingError(item.name, options[item.name], f"either {flag_of(item.name)} or "
+                                   f"--{scaled.name}, not both")
+            text = options[scaled.name.replace("-", "_")]
+            try:
+                count = int(text)
+            except ValueError:
+                count = 0
+            if count < 1:
+                raise SettingError(scaled.name.replace("-", "_"), text, "a whole number ≥ 1")
+            values[item.name] = count * scaled.scale
+            continue
+        given = options.get(item.name)
+        if given is not None and given != ():  # a repeatable flag not given comes as ()
+            values[item.name] = _parse(item.name, given)
+    return Settings(**values)
+
+
+def _signature() -> inspect.Signature:
+    params = []
+    for item in dataclasses.fields(Settings):
+        annotation, default = _option(item)
+        params.append(inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=annotation))
+        scaled: ScaledAlias | None = item.metadata.get("scaled")
+        if scaled is not None:
+            annotation, default = _scaled_option(scaled)
+            params.append(inspect.Parameter(scaled.name.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY,
+                                            default=default, annotation=annotation))
+    return inspect.Signature(params, return_annotation=None)
 
 
 @user_errors
-def serve(
-    repository: Annotated[Path, _opt("REPOSITORY", "Model repository folder.")] = Path("models"),
-    host: Annotated[str, _opt("HOST", "Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, _opt("PORT", "gRPC port; 0 picks a free one.")] = 8500,
-    metrics_port: Annotated[int, _opt("METRICS_PORT", "Prometheus /metrics port; -1 turns it off.")] = 8502,
-    max_batch_size: Annotated[int, _opt("MAX_BATCH_SIZE", "Largest batch per engine call.")] = 8,
-    max_queue_delay_ms: Annotated[float, _opt(
-        "MAX_QUEUE_DELAY_MS", "How long a freed instance waits for a fuller batch while another computes.")] = 0.0,
-    max_queue_size: Annotated[int, _opt("MAX_QUEUE_SIZE", "Tiles waiting per model before refusing more.")] = 512,
-    stream_window: Annotated[int, _opt("STREAM_WINDOW", "Tiles in flight per stream.")] = 64,
-    max_calls: Annotated[int, _opt("MAX_CALLS", "Calls served at once; more are refused.")] = 256,
-    instances: Annotated[int, _opt("INSTANCES", "Engine instances per model version.")] = 1,
-    threads: Annotated[int, _opt("THREADS", "Engine threads per instance; 0 = cores / instances.")] = 0,
-    providers: Annotated[str, _opt("PROVIDERS", "Engines in order of preference: tensorrt,cuda,cpu.")] = (
-        "tensorrt,cuda,cpu"),
-    trt_fp16: Annotated[bool, _opt("TRT_FP16", "Let the TensorRT EP use fp16.")] = False,
-    max_message_mb: Annotated[int, _opt("MAX_MESSAGE_MB", "Largest gRPC message accepted.")] = 64,
-    repository_poll_s: Annotated[float, _opt(
-        "REPOSITORY_POLL_S", "Rescan the repository this often (0 = load at start only).")] = 0.0,
-    model_control: Annotated[str, _opt(
-        "MODEL_CONTROL", "none: load every model at start; poll: also rescan (needs --repository-poll-s); "
-        "explicit: load --load-model ones at start, others by request (Triton's repository API).")] = "",
-    load_model: Annotated[list[str] | None, _opt(
-        "LOAD_MODEL", "Under --model-control explicit: a model to load at start (repeat; '*' for all).")] = None,
-    grace_period_s: Annotated[float, _opt("GRACE_PERIOD_S", "Time to finish work in flight at shutdown.")] = 10.0,
-    kserve: Annotated[bool, _opt("KSERVE", "Also serve the KServe v2 protocol, for Triton and KServe clients.")] = True,
-    log_level: Annotated[str, _opt("LOG_LEVEL")] = "INFO",
-    log_format: Annotated[str, _opt("LOG_FORMAT", "text or json.")] = "text",
-) -> None:
+def serve(**options: Any) -> None:
     """Serve every model in a repository over gRPC until SIGTERM or Ctrl-C."""
     from tilecast.server.app import serve_until_signalled
     from tilecast.server.logs import configure
-    from tilecast.server.settings import Settings
 
-    settings = Settings(
-        repository=repository, host=host, port=port, metrics_port=metrics_port, max_batch_size=max_batch_size,
-        max_queue_delay_ms=max_queue_delay_ms, max_queue_size=max_queue_size,
-        max_tiles_in_flight_per_stream=stream_window, max_concurrent_calls=max_calls, instances=instances,
-        intra_op_threads=threads,
-        providers=tuple(p.strip() for p in providers.split(",") if p.strip()), trt_fp16=trt_fp16,
-        max_message_bytes=max_message_mb * 1024 * 1024, repository_poll_s=repository_poll_s,
-        model_control=model_control, load_models=tuple(load_model or ()),
-        grace_period_s=grace_period_s, kserve=kserve, log_level=log_level, log_format=log_format,
-    )
-    configure(log_level, log_format)
+    try:
+        settings = settings_of(options)
+    except SettingError as exc:
+        raise fail(str(exc), 2) from exc
+    configure(settings.log_level, settings.log_format)
     try:
         left_a_load_running = asyncio.run(serve_until_signalled(settings))
     except OSError as exc:
@@ -76,3 +136,8 @@ def serve(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+# typer reads the command's options from its signature: the one that the settings fields give.
+serve.__signature__ = _signature()  # type: ignore[attr-defined]
+serve.__annotations__ = {p.name: p.annotation for p in serve.__signature__.parameters.values()}  # type: ignore[attr-defined]

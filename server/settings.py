@@ -1,64 +1,132 @@
-"""The server's one settings object. CLI flags and TILECAST_* environment variables map 1:1 to it."""
+"""The server's one settings object: each field is a `tilecast serve` flag (`--field-name`) and an
+environment variable (`TILECAST_FIELD_NAME`), with its default and help written once, here
+(`tilecast.server.cli` generates the command from these fields).
+
+A field may carry `setting(...)` metadata: its help, a rule its value must follow, older flag
+spellings kept as aliases. A field without it still becomes a flag; a number must then be finite and
+not negative.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 import os
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROVIDERS = ("tensorrt", "cuda", "cpu")
 CONTROL_MODES = ("none", "poll", "explicit")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+ENV_PREFIX = "TILECAST_"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a value must be: `holds(value)`, else the message says `valid` (what to give)."""
+
+    holds: Callable[[Any], bool]
+    valid: str
+
+
+@dataclass(frozen=True)
+class ScaledAlias:
+    """An older flag for a field in another unit: its value times `scale` is the field's."""
+
+    name: str  # without the dashes, e.g. "max-message-mb"
+    scale: int
+    help: str
+
+
+def setting(default: Any, help: str, *, rule: Rule | None = None, choices: tuple[str, ...] = (),
+            aliases: tuple[str, ...] = (), scaled: ScaledAlias | None = None) -> Any:
+    """A settings field with its help and checks. `aliases`: other flag names (without dashes) that
+    set the same value; each also has its environment variable."""
+    meta = {"help": help, "rule": rule, "choices": choices, "aliases": aliases, "scaled": scaled}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _within(low: float, high: float = math.inf) -> Callable[[Any], bool]:
+    return lambda value: low <= value <= high
+
+
+def _at_least(low: float, what: str = "") -> Rule:
+    return Rule(_within(low), f"a number ≥ {low:g}{what}")
+
+
+class SettingError(ValueError):
+    """One setting has a value outside what it takes: a usage error, named by its flag."""
+
+    def __init__(self, name: str, value: object, valid: str) -> None:
+        self.name = name
+        super().__init__(f"{flag_of(name)} {_shown(value)} is not valid: give {valid}")
+
+
+def flag_of(name: str) -> str:
+    """The `tilecast serve` flag of a field: `--field-name`."""
+    return "--" + name.replace("_", "-")
+
+
+def env_of(name: str) -> str:
+    """The environment variable of a field (or a flag alias): `TILECAST_FIELD_NAME`."""
+    return ENV_PREFIX + name.replace("-", "_").upper()
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "''"
+    text = str(value)
+    return text if text and " " not in text and len(text) <= 80 else repr(text[:80])
 
 
 @dataclass(frozen=True)
 class Settings:
-    repository: Path = Path("models")
-    host: str = "127.0.0.1"
-    port: int = 8500  # 0 picks a free port
-    metrics_port: int = 8502  # Prometheus /metrics; -1 turns it off, 0 picks a free port
-    max_batch_size: int = 8  # upper bound; a manifest may ask for less
-    max_queue_delay_ms: float = 0.0  # how long a freed instance waits for a fuller batch while another computes
-    max_queue_size: int = 512  # tiles waiting per model version before RESOURCE_EXHAUSTED
-    max_tiles_in_flight_per_stream: int = 64
-    max_concurrent_calls: int = 256  # calls served at once (a thread each); more get RESOURCE_EXHAUSTED
-    instances: int = 1  # engine instances per model version, each with its own session
-    intra_op_threads: int = 0  # engine threads per instance; 0 = cores / instances
-    providers: tuple[str, ...] = PROVIDERS  # preferred engines, first available wins
-    trt_fp16: bool = False
-    trt_cache: Path | None = None  # TensorRT EP engine cache; None = <repository>/.trt-cache
-    max_message_bytes: int = 64 * 1024 * 1024
-    repository_poll_s: float = 0.0  # 0: load at start only; >0: rescan the repository this often
-    # Triton's model control modes: "none" loads every model at start, "poll" also rescans every
-    # repository_poll_s, "explicit" loads `load_models` at start ("*": all) and others by request
-    # (RepositoryModelLoad / Unload). "" = "poll" when repository_poll_s > 0, else "none".
-    model_control: str = ""
-    load_models: tuple[str, ...] = ()
-    grace_period_s: float = 10.0
-    kserve: bool = True  # also serve the KServe v2 protocol (inference.GRPCInferenceService) for Triton clients
-    log_level: str = "INFO"
-    log_format: str = "text"  # or "json"
+    # setting() returns a dataclasses.field (ruff sees only a call in the default)
+    repository: Path = setting(Path("models"), "Model repository folder: <model>/<version>/ directories.")  # noqa: RUF009
+    host: str = setting("127.0.0.1", "Address to listen on.")
+    port: int = setting(8500, "gRPC port; 0 picks a free one.", rule=Rule(_within(0, 65535), "a port 0..65535 "
+                                                                         "(0 picks a free one)"))
+    metrics_port: int = setting(8502, "Prometheus /metrics port; 0 picks a free one, -1 turns metrics off.",
+                                rule=Rule(_within(-1, 65535), "a port 0..65535, or -1 for no metrics"))
+    max_batch_size: int = setting(8, "Largest batch per engine call (a manifest may ask for less).",
+                                  rule=_at_least(1))
+    max_queue_delay_ms: float = setting(
+        0.0, "How long a freed engine instance waits for a fuller batch while another computes.")
+    max_queue_size: int = setting(512, "Tiles waiting per model version before RESOURCE_EXHAUSTED.",
+                                  rule=_at_least(1))
+    max_tiles_in_flight_per_stream: int = setting(64, "Tiles in flight per stream.", rule=_at_least(1),
+                                                  aliases=("stream-window",))
+    max_concurrent_calls: int = setting(256, "Calls served at once (a thread each); more get RESOURCE_EXHAUSTED.",
+                                        rule=_at_least(1), aliases=("max-calls",))
+    instances: int = setting(1, "Engine instances per model version, each with its own session.", rule=_at_least(1))
+    intra_op_threads: int = setting(0, "Engine threads per instance; 0 = cores / instances.", aliases=("threads",))
+    providers: tuple[str, ...] = setting(
+        PROVIDERS, "Engines in order of preference, comma-separated; the first available wins.", choices=PROVIDERS)
+    trt_fp16: bool = setting(False, "Let the TensorRT execution provider use fp16.")
+    trt_cache: Path | None = setting(None, "TensorRT engine cache folder (default <repository>/.trt-cache).")  # noqa: RUF009
+    max_message_bytes: int = setting(
+        64 * 1024 * 1024, "Largest gRPC message received or sent, in bytes.", rule=_at_least(1024),
+        scaled=ScaledAlias("max-message-mb", 1024 * 1024, "Largest gRPC message received or sent, in MiB."))
+    repository_poll_s: float = setting(0.0, "Rescan the repository this often (0 = load at start only).")
+    model_control: str = setting(
+        "", "none: load every model at start; poll: also rescan (needs --repository-poll-s); explicit: load "
+        "--load-model ones at start, others by request (Triton's repository API). Default: poll when "
+        "--repository-poll-s > 0, else none.")
+    load_models: tuple[str, ...] = setting(
+        (), "Under --model-control explicit: a model to load at start (repeat; '*' for all).", aliases=("load-model",))
+    grace_period_s: float = setting(10.0, "Time to finish work in flight at shutdown.")
+    kserve: bool = setting(True, "Also serve the KServe v2 protocol, for Triton and KServe clients.")
+    log_level: str = setting("INFO", "Log level.", choices=LOG_LEVELS)
+    log_format: str = setting("text", "Log lines as text or json.", choices=LOG_FORMATS)
 
     def __post_init__(self) -> None:
-        checks = {
-            "port": 0 <= self.port <= 65535,
-            "metrics_port": -1 <= self.metrics_port <= 65535,
-            "max_batch_size": self.max_batch_size >= 1,
-            "max_queue_delay_ms": self.max_queue_delay_ms >= 0,
-            "max_queue_size": self.max_queue_size >= 1,
-            "max_tiles_in_flight_per_stream": self.max_tiles_in_flight_per_stream >= 1,
-            "max_concurrent_calls": self.max_concurrent_calls >= 1,
-            "instances": self.instances >= 1,
-            "intra_op_threads": self.intra_op_threads >= 0,
-            "providers": bool(self.providers) and all(p in PROVIDERS for p in self.providers),
-            "max_message_bytes": self.max_message_bytes >= 1024,
-            "repository_poll_s": self.repository_poll_s >= 0,
-            "grace_period_s": self.grace_period_s >= 0,
-            "log_format": self.log_format in ("text", "json"),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"invalid server settings: {values}")
+        for item in dataclasses.fields(self):
+            check(item, getattr(self, item.name))
         mode = self.control_mode
         if mode not in CONTROL_MODES:
             raise ValueError(f"model control must be one of {', '.join(CONTROL_MODES)}, not {mode!r}")
@@ -79,3 +147,33 @@ class Settings:
     @property
     def engine_cache(self) -> Path:
         return self.trt_cache or self.repository / ".trt-cache"
+
+
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """Each field's type (the annotations are strings under `from __future__ import annotations`)."""
+    return typing.get_type_hints(Settings)
+
+
+def is_number(kind: Any) -> bool:
+    return kind in (int, float)
+
+
+def check(item: dataclasses.Field[Any], value: Any) -> None:
+    """Raise SettingError when `value` breaks the field's rule or choices (numbers: finite, ≥ 0 by default)."""
+    kind = field_types()[item.name]
+    rule: Rule | None = item.metadata.get("rule")
+    choices: tuple[str, ...] = item.metadata.get("choices", ())
+    if is_number(kind):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise SettingError(item.name, value, rule.valid if rule else "a finite number ≥ 0")
+        rule = rule or _at_least(0)
+    if rule is not None and not rule.holds(value):
+        raise SettingError(item.name, value, rule.valid)
+    if choices:
+        given = value if isinstance(value, tuple) else (value,)
+        many = " (comma-separated, at least one)" if isinstance(value, tuple) else ""
+        # Log levels are taken in any case, as logging takes them; the lower-case choices exactly.
+        if not given or not all(v in choices or str(v).upper() in choices for v in given):
+            raise SettingError(item.name, value, f"{'one or more of' if many else 'one of'} "
+                                                 f"{', '.join(choices)}{many}")
