@@ -8,11 +8,40 @@ from __future__ import annotations
 
 import grpc
 
+# A status message travels in the reply's trailer, which gRPC caps (8 KB by default on the client):
+# a longer one reaches the client as RESOURCE_EXHAUSTED "received metadata size exceeds hard limit".
+MAX_MESSAGE_CHARS = 2000
+ECHO_CHARS = 120  # of one value a client sent, when a message quotes it
+
 
 class TilecastError(Exception):
-    """Base class. `code` is the gRPC status this error travels as."""
+    """Base class. `code` is the gRPC status this error travels as. A message longer than
+    MAX_MESSAGE_CHARS is cut in its middle, so that it always fits a status trailer."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str) and len(args[0]) > MAX_MESSAGE_CHARS:
+            args = (_cut(args[0], MAX_MESSAGE_CHARS),)
+        super().__init__(*args)
+
+
+def _cut(text: str, limit: int) -> str:
+    half = (limit - 30) // 2
+    return f"{text[:half]} ... ({len(text) - 2 * half} characters cut) ... {text[-half:]}"
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """A client's value as an error message quotes it: repr() (a list's items, a string quoted), cut
+    to `limit` characters with how long it was, so a 20,000-character name or a shape of rank 5,000
+    does not become a message larger than the reply may carry."""
+    if isinstance(value, tuple | list) and len(value) > 8:
+        items = ", ".join(map(repr, list(value)[:6]))
+        return f"[{items}, ... ({len(value)} items)]"
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 1]}…' ({len(text) - 2} characters)" if isinstance(value, str) else f"{text[:limit]}…"
 
 
 class InvalidArgument(TilecastError):

@@ -38,6 +38,7 @@ import numpy as np
 
 from tilecast.proto.errors import DeadlineExceeded, Internal, ResourceExhausted, TilecastError, Unavailable
 from tilecast.server.backends.base import Array
+from tilecast.server.statistics import BatchStats, Done
 
 log = logging.getLogger(__name__)
 
@@ -100,80 +101,6 @@ class Ticket:
             self.deliver(self, outcome)
 
 
-@dataclass
-class Duration:
-    """How many, and the seconds they took together."""
-
-    count: int = 0
-    seconds: float = 0.0
-
-    def add(self, seconds: float, count: int = 1) -> None:
-        self.count += count
-        self.seconds += seconds
-
-
-@dataclass
-class SizeStats:
-    """Engine calls of one batch size: how many, and their stacking and engine seconds."""
-
-    batches: int = 0
-    prepare_seconds: float = 0.0
-    compute_seconds: float = 0.0
-
-
-@dataclass
-class BatchStats:
-    """Counters a test, a log line or a statistics request reads, brought up to date by `keep_books()`.
-
-    The per-tile durations count each tile once, with its own wait and its batch's whole engine call
-    (as Triton counts the requests of a batch)."""
-
-    batches: int = 0
-    tiles: int = 0
-    largest_batch: int = 0
-    expired: int = 0
-    succeeded: Duration = field(default_factory=Duration)  # per tile: from queueing to result
-    failed: Duration = field(default_factory=Duration)  # per tile: engine failed, or deadline passed queued
-    queued: Duration = field(default_factory=Duration)  # per tile: waiting for a batch and an engine
-    prepared: Duration = field(default_factory=Duration)  # per tile: stacking its batch
-    computed: Duration = field(default_factory=Duration)  # per tile: its batch's engine call
-    by_size: dict[int, SizeStats] = field(default_factory=dict)
-    last_batch_at: float = 0.0  # time.time() when the last batch was counted; 0 before the first
-
-    def count(self, done: _Done) -> None:
-        waited = sum(done.waits)  # each wait runs to the engine call, so it holds the stacking too
-        if done.failed:
-            self.failed.add(waited + done.compute * done.size, done.size)
-            return
-        self.batches += 1
-        self.tiles += done.size
-        self.largest_batch = max(self.largest_batch, done.size)
-        self.succeeded.add(waited + done.compute * done.size, done.size)
-        self.queued.add(waited - done.prepare * done.size, done.size)
-        self.prepared.add(done.prepare * done.size, done.size)
-        self.computed.add(done.compute * done.size, done.size)
-        size = self.by_size.setdefault(done.size, SizeStats())
-        size.batches += 1
-        size.prepare_seconds += done.prepare
-        size.compute_seconds += done.compute
-        self.last_batch_at = time.time()
-
-    def expire(self, waited: float) -> None:
-        self.expired += 1
-        self.failed.add(waited)
-
-
-@dataclass(slots=True)
-class _Done:
-    """What one engine call did, for `stats` and the observer: counted by `keep_books()`."""
-
-    size: int
-    waits: list[float]
-    prepare: float  # stacking the batch
-    compute: float
-    failed: bool
-
-
 @dataclass(frozen=True)
 class BatchLimits:
     """How a batcher was configured: for a model's description (Triton's model config)."""
@@ -205,7 +132,7 @@ class DynamicBatcher:
         self._observer = observer
         self._pending: collections.deque[Ticket] = collections.deque()
         self._computing = 0  # tiles in engine calls now
-        self._books: list[_Done] = []  # finished batches not yet counted in stats and metrics
+        self._books: list[Done] = []  # finished batches not yet counted in stats and metrics
         self._expired_told = 0  # stats.expired as the observer last heard it
         # `with self._lock` rather than `with self._cond`: the same lock, without the Condition's
         # Python-level __enter__/__exit__ (after an engine call every Python function runs cold,
@@ -451,10 +378,10 @@ class DynamicBatcher:
         if isinstance(outputs, TilecastError):
             for request in batch:
                 request.settle(outputs)
-            self._books.append(_Done(len(batch), [started - r.queued_at for r in batch], prepare, compute, True))
+            self._books.append(Done(len(batch), [started - r.queued_at for r in batch], prepare, compute, True))
             return
         size, waits = len(batch), []
         for i, request in enumerate(batch):  # loops, not comprehensions: each of those is a function call
             waits.append(started - request.queued_at)
             request.settle(TileOutputs(list(map(operator.itemgetter(i), outputs)), waits[-1], compute, size))
-        self._books.append(_Done(size, waits, prepare, compute, False))
+        self._books.append(Done(size, waits, prepare, compute, False))
