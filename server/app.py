@@ -86,7 +86,9 @@ class TilecastServer:
         calls = self.settings.max_concurrent_calls
         server = grpc.server(
             ThreadPoolExecutor(max_workers=calls, thread_name_prefix="call"),
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+            # so_reuseport 0: grpc's default lets a second server bind the same port and share its clients
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+                     ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=calls,  # beyond it: RESOURCE_EXHAUSTED, not a call stuck for a thread
         )
         add_inference_service(InferenceServicer(self.models, self.metrics, self.settings), server)

@@ -19,7 +19,8 @@ import numpy as np
 
 from tilecast import __version__
 from tilecast.proto import tensors
-from tilecast.proto.errors import InvalidArgument, NotFound, TilecastError, Unavailable
+from tilecast.proto.errors import InvalidArgument, NotFound, TilecastError, Unavailable, echo
+from tilecast.proto.spec import ModelSpec
 from tilecast.proto.v1 import inference_pb2, kserve_v2_pb2_grpc, manifest_pb2
 from tilecast.proto.v1 import kserve_v2_pb2 as v2
 from tilecast.server.backends.base import Array
@@ -34,7 +35,7 @@ from tilecast.server.servicer import (
     stream_errors,
     unary_errors,
 )
-from tilecast.server.validation import checked_range, range_input_names
+from tilecast.server.validation import checked_range
 
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 DATATYPES: dict[int, str] = {  # wire dtype -> the protocol's datatype name
@@ -52,17 +53,22 @@ InferInput = v2.ModelInferRequest.InferInputTensor
 TensorMetadata = v2.ModelMetadataResponse.TensorMetadata
 
 
+_MAX_VERSION_DIGITS = 18  # a version folder's number fits an int64, as tilecast.v1's version field does
+
+
 def _version(text: str) -> int:
-    """The protocol's version string; empty means the newest ready version."""
-    if text and not text.isdigit():
-        raise InvalidArgument(f"model version must be a whole number (or empty for the newest), not {text!r}")
+    """The protocol's version string; empty means the newest ready version. ASCII digits only
+    (str.isdigit() also takes '²', which int() refuses), and few enough to be a version."""
+    if text and not (text.isascii() and text.isdigit() and len(text) <= _MAX_VERSION_DIGITS):
+        raise InvalidArgument(f"model version must be a whole number of at most {_MAX_VERSION_DIGITS} digits "
+                              f"(or empty for the newest), not {echo(text)}")
     return int(text or 0)
 
 
 def _wire_dtype(tensor: InferInput) -> int:
     code = _WIRE_DTYPES.get(tensor.datatype)
     if code is None:
-        raise InvalidArgument(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not served; "
+        raise InvalidArgument(f"input {echo(tensor.name)}: datatype {echo(tensor.datatype)} is not served; "
                               f"use one of {', '.join(sorted(_WIRE_DTYPES))}")
     return code
 
@@ -71,14 +77,14 @@ def _typed_bytes(tensor: InferInput) -> bytes:
     """Typed values as the raw bytes they stand for, refusing values the datatype cannot hold."""
     field = _TYPED_FIELDS.get(tensor.datatype)
     if field is None:
-        raise InvalidArgument(f"input {tensor.name!r}: send {tensor.datatype or 'untyped'} values in "
+        raise InvalidArgument(f"input {echo(tensor.name)}: send {tensor.datatype or 'untyped'} values in "
                               "raw_input_contents (typed contents carry UINT8, UINT16, INT32, INT64 and FP32)")
     dtype = tensors.to_numpy_dtype(_wire_dtype(tensor))  # type: ignore[arg-type]
     values = np.asarray(getattr(tensor.contents, field))
     if dtype.kind in "ui" and values.size:
         limits = np.iinfo(dtype.str)
         if values.min() < limits.min or values.max() > limits.max:
-            raise InvalidArgument(f"input {tensor.name!r}: values outside the range of {tensor.datatype}")
+            raise InvalidArgument(f"input {echo(tensor.name)}: values outside the range of {tensor.datatype}")
     return values.astype(dtype).tobytes()
 
 
@@ -91,56 +97,58 @@ def _inputs(request: v2.ModelInferRequest) -> dict[str, tuple[InferInput, bytes]
     given: dict[str, tuple[InferInput, bytes]] = {}
     for index, tensor in enumerate(request.inputs):
         if tensor.name in given:
-            raise InvalidArgument(f"input {tensor.name!r} is given twice")
+            raise InvalidArgument(f"input {echo(tensor.name)} is given twice")
         if raw and tensor.HasField("contents"):
-            raise InvalidArgument(f"input {tensor.name!r} has typed contents and raw_input_contents is set; "
+            raise InvalidArgument(f"input {echo(tensor.name)} has typed contents and raw_input_contents is set; "
                                   "send every input one way")
         given[tensor.name] = (tensor, raw[index] if raw else _typed_bytes(tensor))
     return given
 
 
-def _range_rows(manifest: manifest_pb2.ModelManifest, tensor: InferInput, data: bytes, tiles: int) -> Array:
+def _range_rows(spec: ModelSpec, tensor: InferInput, data: bytes, tiles: int) -> Array:
     """channel_low or channel_high: FP32 [N, C], one row per tile of the batch."""
-    want = (tiles, manifest.inputs[0].channels)
+    want = (tiles, spec.channels)
     if tensor.datatype != "FP32" or tuple(tensor.shape) != want:
-        raise InvalidArgument(f"model {manifest.name}: input {tensor.name!r} must be FP32 of shape {list(want)} "
-                              f"(one row per tile), received {tensor.datatype} {list(tensor.shape)}")
+        raise InvalidArgument(f"model {spec.name}: input {tensor.name!r} must be FP32 of shape {list(want)} "
+                              f"(one row per tile), received {echo(tensor.datatype)} {echo(tensor.shape)}")
     if len(data) != want[0] * want[1] * 4:
         raise InvalidArgument(f"input {tensor.name!r}: shape {list(want)} of FP32 needs {want[0] * want[1] * 4} "
                               f"bytes, received {len(data)}")
     return np.frombuffer(data, np.float32).reshape(want)
 
 
-def _samples(served: Served, given: dict[str, tuple[InferInput, bytes]]) -> list[dict[str, Array]]:
-    """The batch's tiles as the batcher takes them, each with its own range on a percentile model."""
-    manifest, check = served.manifest, served.check
-    expected = [spec.name for spec in manifest.inputs]
+def _samples(served: Served, given: dict[str, tuple[InferInput, bytes]],
+             outputs: tuple[int, ...]) -> list[dict[str, Array]]:
+    """The batch's tiles as the batcher takes them, each with its own range on a percentile model;
+    refused before computing when the reply with `outputs` would be too large to send."""
+    spec, check = served.spec, served.check
+    expected = [tensor.name for tensor in served.manifest.inputs]
     missing, unknown = [n for n in expected if n not in given], sorted(set(given) - set(expected))
     if missing or unknown:
-        raise InvalidArgument(f"model {manifest.name} takes inputs {expected}; "
-                              + "; ".join(f"{what} {names}" for what, names in (("missing", missing),
-                                                                                ("unknown", unknown)) if names))
+        raise InvalidArgument(f"model {spec.name} takes inputs {expected}; "
+                              + "; ".join(f"{what} {echo(names)}" for what, names in (("missing", missing),
+                                                                                      ("unknown", unknown)) if names))
     image, data = given[check.input_name]
-    batch = check.view(_wire_dtype(image), tuple(image.shape), data, batched=True)
+    batch = check.view(_wire_dtype(image), tuple(image.shape), data, batched=True, outputs=outputs)
     samples: list[dict[str, Array]] = [{check.input_name: tile} for tile in batch]
-    if manifest.preprocessing.mode == manifest_pb2.NORMALIZATION_MODE_PERCENTILE:
-        low_name, high_name = range_input_names(manifest)
-        low, high = checked_range(manifest, _range_rows(manifest, *given[low_name], len(batch)),
-                                  _range_rows(manifest, *given[high_name], len(batch)))
+    if spec.range_inputs is not None:
+        low_name, high_name = spec.range_inputs
+        low, high = checked_range(spec, _range_rows(spec, *given[low_name], len(batch)),
+                                  _range_rows(spec, *given[high_name], len(batch)))
         for sample, low_row, high_row in zip(samples, low, high, strict=True):
             sample[low_name], sample[high_name] = low_row, high_row
     return samples
 
 
-def _requested(manifest: manifest_pb2.ModelManifest, request: v2.ModelInferRequest) -> list[int]:
+def _requested(spec: ModelSpec, request: v2.ModelInferRequest) -> tuple[int, ...]:
     """Indexes of the outputs to send back: those asked for, or all."""
-    names = [spec.name for spec in manifest.outputs]
+    names = [output.name for output in spec.outputs]
     wanted = []
     for output in request.outputs:
         if output.name not in names:
-            raise InvalidArgument(f"model {manifest.name} has outputs {names}; {output.name!r} is not one of them")
+            raise InvalidArgument(f"model {spec.name} has outputs {names}; {echo(output.name)} is not one of them")
         wanted.append(names.index(output.name))
-    return wanted or list(range(len(names)))
+    return tuple(wanted) or tuple(range(len(names)))
 
 
 def _dims(spec: manifest_pb2.TensorSpec) -> list[int]:
@@ -161,7 +169,6 @@ def _engine(served: Served) -> str:
 def _config(served: Served) -> v2.ModelConfig:
     """Triton's description of a served version: tensors without the batch axis, batching, instances."""
     manifest, engines, engine = served.manifest, served.entry.backends, _engine(served)
-    assert served.batcher is not None  # a resolved version is ready
     limits = served.batcher.limits
     providers = getattr(engines[0], "providers", []) if engines else []
     on_gpu = engine == "tensorrt" or any(p != "CPUExecutionProvider" for p in providers)
@@ -173,7 +180,7 @@ def _config(served: Served) -> v2.ModelConfig:
             max_queue_delay_microseconds=round(limits.max_queue_delay_s * 1e6),
             default_queue_policy=v2.ModelQueuePolicy(max_queue_size=limits.max_queue_size)))
     for spec in manifest.inputs:
-        image = spec.layout == manifest_pb2.LAYOUT_NHWC
+        image = spec.name == served.spec.image.name
         config.input.add(name=spec.name, data_type=_config_dtype(spec.dtype), dims=_dims(spec),
                          format=v2.ModelInput.FORMAT_NHWC if image else v2.ModelInput.FORMAT_NONE)
     for spec in manifest.outputs:
@@ -193,7 +200,6 @@ def _duration(count: int, seconds: float) -> v2.StatisticDuration:
 
 def _statistics(served: Served) -> v2.ModelStatistics:
     """Triton's statistics of a version, from its batcher's counts (a "request" is a tile)."""
-    assert served.batcher is not None  # a ready version
     stats = served.batcher.statistics()
     ok = stats.succeeded.count
     return v2.ModelStatistics(
@@ -294,7 +300,7 @@ class KServeServicer(RequestCounter, kserve_v2_pb2_grpc.GRPCInferenceServiceServ
         self._check_repository(request.repository_name)
         unknown = sorted(set(request.parameters) - {"unload_dependents"})  # none depend on another here
         if unknown:
-            raise InvalidArgument(f"unknown unload parameters {unknown}; only unload_dependents is taken")
+            raise InvalidArgument(f"unknown unload parameters {echo(unknown)}; only unload_dependents is taken")
         self._models.unload_model(request.model_name, context.time_remaining())
         return v2.RepositoryModelUnloadResponse()
 
@@ -326,8 +332,8 @@ class KServeServicer(RequestCounter, kserve_v2_pb2_grpc.GRPCInferenceServiceServ
     def _infer(self, request: v2.ModelInferRequest, context: Context, *,
                books_after_send: bool) -> v2.ModelInferResponse:
         with self._models.lease(request.model_name, _version(request.model_version)) as served:
-            wanted = _requested(served.manifest, request)
-            outputs, _ = run_batch(served, _samples(served, _inputs(request)), deadline_of(context), context,
+            wanted = _requested(served.spec, request)
+            outputs, _ = run_batch(served, _samples(served, _inputs(request), wanted), deadline_of(context), context,
                                    books_after_send=books_after_send)
             response = v2.ModelInferResponse(
                 model_name=served.entry.name, model_version=str(served.entry.version), id=request.id)

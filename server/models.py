@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -20,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tilecast.proto.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
+from tilecast.proto.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable, echo
+from tilecast.proto.spec import ModelSpec
 from tilecast.proto.v1 import inference_pb2, manifest_pb2
 from tilecast.server.backends.base import Backend
 from tilecast.server.backends.choose import open_instances
@@ -37,26 +37,37 @@ STATE_NAMES = {inference_pb2.MODEL_STATE_READY: "ready", inference_pb2.MODEL_STA
                inference_pb2.MODEL_STATE_FAILED: "failed"}
 
 
-@dataclass
+@dataclass(eq=False)
 class Served:
-    """A version as served: its manifest, its batcher, and the requests that hold it."""
+    """A ready version as served: its manifest, its typed view, the checks of its tiles and its batcher
+    (all there, always), and the requests that hold it."""
 
     entry: ModelVersion
-    batcher: DynamicBatcher | None = None
+    manifest: manifest_pb2.ModelManifest
+    spec: ModelSpec
+    check: TileCheck  # the input rules every request's tiles are checked against, read once
+    batcher: DynamicBatcher
     leases: int = 0
     retired: bool = False
     released: threading.Event = field(default_factory=threading.Event)  # set once its engines are freed
 
-    @property
-    def manifest(self) -> manifest_pb2.ModelManifest:
-        if self.entry.manifest is None:
-            raise Unavailable(f"model {self.entry.name} version {self.entry.version} is not ready")
-        return self.entry.manifest
+    def release(self) -> None:
+        """Finish what is queued, then close every engine (once no request holds the version)."""
+        self.batcher.close()  # nothing is queued once no request holds it: returns at once
+        for backend in self.entry.backends:
+            try:
+                backend.close()
+            except Exception:  # one engine failing to free must not keep the others
+                log.exception("model %s version %d: closing its engine failed", self.entry.name, self.entry.version)
+        self.entry.backends.clear()
+        self.released.set()
 
-    @functools.cached_property
-    def check(self) -> TileCheck:
-        """The input rules every request's tiles are checked against, read from the manifest once."""
-        return TileCheck.of(self.manifest)
+
+Slot = ModelVersion | Served  # what the lookup holds for a version: ready, or not (loading, failed)
+
+
+def _entry(slot: Slot) -> ModelVersion:
+    return slot.entry if isinstance(slot, Served) else slot
 
 
 class DaemonThreads(Executor):
@@ -110,7 +121,7 @@ class ModelManager:
         self.loading_now = ""  # the version whose load is awaited, for the log of a shutdown meanwhile
         self._metrics = metrics
         self._on_health = on_health
-        self._current: dict[tuple[str, int], Served] = {}
+        self._current: dict[tuple[str, int], Slot] = {}
         self._lock = asyncio.Lock()  # one repository sync at a time
         self._leases = threading.Lock()  # guards Served.leases and .retired
 
@@ -121,30 +132,29 @@ class ModelManager:
         return self._settings.repository
 
     def statuses(self) -> list[inference_pb2.ModelStatus]:
-        return [s.entry.status() for _, s in sorted(self._current.items())]
+        return [_entry(s).status() for _, s in sorted(self._current.items())]
 
     def names(self) -> list[str]:
         return sorted({name for name, _ in self._current})
 
     def resolve(self, name: str, version: int = 0) -> Served:
         """The requested version, or the newest ready one when version is 0."""
-        candidates = sorted((v, s) for (n, v), s in list(self._current.items()) if n == name)
+        candidates = sorted(((v, s) for (n, v), s in list(self._current.items()) if n == name), key=lambda c: c[0])
         if not candidates:
-            raise NotFound(f"model {name!r} not found; this server has {self.names() or 'no models'}")
+            raise NotFound(f"model {echo(name)} not found; this server has {self.names() or 'no models'}")
         if version:
             match = [s for v, s in candidates if v == version]
             if not match:
                 raise NotFound(f"model {name!r} has no version {version}; versions: {[v for v, _ in candidates]}")
             chosen = match[0]
         else:
-            ready = [s for _, s in candidates if s.entry.state == READY]
+            ready = [s for _, s in candidates if isinstance(s, Served)]
             if not ready:
-                reasons = "; ".join(f"v{v}: {s.entry.reason or 'loading'}" for v, s in candidates)
+                reasons = "; ".join(f"v{v}: {_entry(s).reason or 'loading'}" for v, s in candidates)
                 raise Unavailable(f"model {name!r} has no ready version ({reasons})")
             chosen = ready[-1]
-        if chosen.entry.state != READY or chosen.batcher is None:
-            raise Unavailable(
-                f"model {name!r} version {chosen.entry.version} is not ready: {chosen.entry.reason or 'loading'}")
+        if not isinstance(chosen, Served):
+            raise Unavailable(f"model {name!r} version {chosen.version} is not ready: {chosen.reason or 'loading'}")
         return chosen
 
     def ready_versions(self, name: str = "", version: int = 0) -> list[Served]:
@@ -154,7 +164,7 @@ class ModelManager:
         if name:
             self.resolve(name)  # NotFound for a name this server lacks, Unavailable with none ready
         return [s for (n, _), s in sorted(self._current.items())
-                if (not name or n == name) and s.entry.state == READY and s.batcher is not None]
+                if (not name or n == name) and isinstance(s, Served)]
 
     @contextlib.contextmanager
     def lease(self, name: str, version: int = 0) -> Iterator[Served]:
@@ -181,22 +191,24 @@ class ModelManager:
         limit = manifest.serving.max_batch_size or self._settings.max_batch_size
         return max(1, min(limit, manifest.tiling.max_batch_size or limit))
 
-    async def _load(self, name: str, version: int, path: Path) -> Served:
+    async def _load(self, name: str, version: int, path: Path) -> Slot:
         self.loading_now = f"model {name} version {version}"
         try:
             entry = await asyncio.get_running_loop().run_in_executor(
                 self._loaders, load_version, name, version, path, self._open_backends)
         finally:
             self.loading_now = ""
-        served = Served(entry)
-        if entry.manifest is not None:
-            delay = entry.manifest.serving.max_queue_delay_ms or self._settings.max_queue_delay_ms
-            served.batcher = DynamicBatcher(
-                [b.infer for b in entry.backends],
-                max_batch_size=self._max_batch(entry.manifest), max_queue_size=self._settings.max_queue_size,
-                max_queue_delay_s=delay / 1000, name=f"{name}/{version}", observer=self._metrics.observer(name))
         self._metrics.set_state(name, version, STATE_NAMES[entry.state])
-        return served
+        if entry.manifest is None:
+            return entry
+        manifest = entry.manifest
+        delay = manifest.serving.max_queue_delay_ms or self._settings.max_queue_delay_ms
+        batcher = DynamicBatcher(
+            [b.infer for b in entry.backends], max_batch_size=self._max_batch(manifest),
+            max_queue_size=self._settings.max_queue_size, max_queue_delay_s=delay / 1000, name=f"{name}/{version}",
+            observer=self._metrics.observer(name))
+        spec = ModelSpec.of(manifest)  # load_version checked that it can be made
+        return Served(entry, manifest, spec, TileCheck.of(spec, self._settings.max_message_bytes), batcher)
 
     def _retire(self, served: Served) -> None:
         """Take a version out of the lookup; its engines go when no request holds it (now, or when
@@ -210,10 +222,7 @@ class ModelManager:
     def _release(self, served: Served) -> None:
         """Free a retired version's engines in a loader thread, not in the request that held it last."""
         def release() -> None:
-            if served.batcher is not None:
-                served.batcher.close()  # nothing is queued once no request holds it: returns at once
-            served.entry.backends.clear()
-            served.released.set()
+            served.release()
             log.info("model %s version %d unloaded", served.entry.name, served.entry.version)
 
         self._loaders.submit(release)
@@ -222,7 +231,7 @@ class ModelManager:
         if self._on_health is None:
             return
         for name in self.names():
-            self._on_health(name, any(s.entry.state == READY for (n, _), s in self._current.items() if n == name))
+            self._on_health(name, any(isinstance(s, Served) for (n, _), s in self._current.items() if n == name))
 
     async def sync(self, only: str = "") -> None:
         """Bring the served versions in line with the repository folder: add, replace, remove; with
@@ -238,23 +247,24 @@ class ModelManager:
             for key in [k for k in self._current if k not in found and (not only or k[0] == only)]:
                 gone = self._current.pop(key)
                 self._metrics.forget(*key)
-                self._retire(gone)
+                if isinstance(gone, Served):
+                    self._retire(gone)
                 log.info("model %s version %d removed from the repository", *key)
                 if self._on_health and not any(n == key[0] for n, _ in self._current):
                     self._on_health(key[0], False)
             for key, path in found.items():  # every new version shows as loading until its turn comes
                 if key not in self._current:
-                    self._current[key] = Served(ModelVersion(*key, path))
+                    self._current[key] = ModelVersion(*key, path)
                     self._metrics.set_state(*key, "loading")
             self._update_health()
             for key, path in found.items():
                 old = self._current.get(key)
-                if old is not None and old.entry.fingerprint and old.entry.fingerprint == fingerprint(path):
+                if old is not None and _entry(old).fingerprint and _entry(old).fingerprint == fingerprint(path):
                     continue
                 new = await self._load(*key, path)
                 previous = self._current.get(key)
                 self._current[key] = new
-                if previous is not None and previous is not new and previous.batcher is not None:
+                if isinstance(previous, Served) and previous is not new:
                     log.info("model %s version %d replaced", *key)
                     self._retire(previous)
             self._update_health()
@@ -265,12 +275,9 @@ class ModelManager:
         """Load a model's versions from the repository, or reload those whose files changed; returns
         once they are ready, or raises with the reasons they are not."""
         self._require_explicit("load")
-        names = self._repository_names()
-        if name not in names:
-            raise NotFound(f"model {name!r} is not in the repository {self._settings.repository}; "
-                           f"it has {sorted(names) or 'no models'}")
+        self._require_known(name, self._repository_names())
         self._on_loop(self._control(name, serve=True), timeout)
-        versions = [s.entry for (n, _), s in sorted(self._current.items()) if n == name]
+        versions = [_entry(s) for (n, _), s in sorted(self._current.items()) if n == name]
         if not any(entry.state == READY for entry in versions):
             reasons = "; ".join(f"v{e.version}: {e.reason or 'not loaded'}" for e in versions)
             raise FailedPrecondition(f"model {name!r} did not load: {reasons or 'no version folders'}")
@@ -278,7 +285,15 @@ class ModelManager:
     def unload_model(self, name: str, timeout: float | None = None) -> None:
         """Stop serving a model: new requests are refused at once, those in flight finish on it."""
         self._require_explicit("unload")
+        self._require_known(name, self._repository_names() | set(self.names()))
         self._on_loop(self._control(name, serve=False), timeout)
+
+    def _require_known(self, name: str, names: set[str]) -> None:
+        """NotFound for a name that is none of `names`, naming them (and the repository by its folder
+        name only: a client has no business knowing where the server keeps it)."""
+        if name not in names:
+            raise NotFound(f"model {echo(name)} is not in the repository {self._settings.repository.name!r}; "
+                           f"it has {sorted(names) or 'no models'}")
 
     async def _control(self, name: str, *, serve: bool) -> None:
         """Add a model to the served set or take it out, then sync it: on the loop, like every sync."""
@@ -294,7 +309,7 @@ class ModelManager:
         a version's state READY, LOADING or UNAVAILABLE (with why); a model not loaded, version "" and
         UNAVAILABLE "unloaded"."""
         states = {inference_pb2.MODEL_STATE_READY: "READY", inference_pb2.MODEL_STATE_LOADING: "LOADING"}
-        rows = [(n, str(v), states.get(s.entry.state, "UNAVAILABLE"), s.entry.reason)
+        rows = [(n, str(v), states.get(_entry(s).state, "UNAVAILABLE"), _entry(s).reason)
                 for (n, v), s in sorted(self._current.items())]
         served = {row[0] for row in rows}
         rows += [(name, "", "UNAVAILABLE", "unloaded") for name in self._repository_names() - served]
@@ -339,8 +354,7 @@ class ModelManager:
         """Finish queued work and release every engine (at shutdown, after RPCs have drained); a load
         still under way is left to itself."""
         loop = asyncio.get_running_loop()
-        for served in self._current.values():
-            if served.batcher is not None:
-                await loop.run_in_executor(None, served.batcher.close)
-            served.entry.backends.clear()
+        for slot in self._current.values():
+            if isinstance(slot, Served):
+                await loop.run_in_executor(None, slot.release)
         self._current.clear()

@@ -10,6 +10,7 @@ from pathlib import Path
 from tilecast.proto import manifest as manifest_io
 from tilecast.proto import tensors
 from tilecast.proto.errors import ManifestError, NotFound, TilecastError
+from tilecast.proto.spec import ModelSpec
 from tilecast.proto.v1 import inference_pb2, manifest_pb2
 from tilecast.server.backends.base import Backend, TensorInfo
 
@@ -100,20 +101,38 @@ def fingerprint(version_dir: Path) -> str:
 def load_version(name: str, version: int, path: Path, open_backends: OpenBackends) -> ModelVersion:
     """Load one version; failures are recorded on the result, never raised."""
     entry = ModelVersion(name, version, path, fingerprint=fingerprint(path))
+    backends: list[Backend] = []
     try:
         manifest = manifest_io.load_version(path)
+        ModelSpec.of(manifest)  # its inputs fit its preprocessing
         backends = open_backends(path, manifest)
         for backend in backends:
             check_io(manifest, backend)
-    except TilecastError as exc:
-        entry.state, entry.reason = inference_pb2.MODEL_STATE_FAILED, str(exc)
-        log.error("model %s version %d failed to load: %s", name, version, exc)
-        return entry
-    except Exception as exc:  # an engine's own failure (driver, plugin): report it, keep the others serving
-        entry.state, entry.reason = inference_pb2.MODEL_STATE_FAILED, f"{type(exc).__name__}: {exc}"
-        log.exception("model %s version %d failed to load", name, version)
-        return entry
+    except Exception as exc:
+        _close(backends)
+        return _failed(entry, exc)
     entry.manifest, entry.backends = manifest, backends
     entry.state = inference_pb2.MODEL_STATE_READY
     log.info("model %s version %d ready (%s)", name, version, backends[0].name)
+    return entry
+
+
+def _close(backends: list[Backend]) -> None:
+    """Free the engines a version opened before it failed to load (an engine each, or GPU memory, otherwise)."""
+    for backend in backends:
+        try:
+            backend.close()
+        except Exception:
+            log.exception("closing an engine of a version that failed to load failed")
+
+
+def _failed(entry: ModelVersion, exc: Exception) -> ModelVersion:
+    name, version = entry.name, entry.version
+    if isinstance(exc, TilecastError):
+        entry.state, entry.reason = inference_pb2.MODEL_STATE_FAILED, str(exc)
+        log.error("model %s version %d failed to load: %s", name, version, exc)
+        return entry
+    # An engine's own failure (driver, plugin): report it, keep the others serving.
+    entry.state, entry.reason = inference_pb2.MODEL_STATE_FAILED, f"{type(exc).__name__}: {exc}"
+    log.error("model %s version %d failed to load", name, version, exc_info=exc)
     return entry

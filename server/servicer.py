@@ -122,7 +122,6 @@ def run_batch(served: Served, samples: list[dict[str, Array]], deadline: float |
 
     Metrics are counted once the call's answer is sent, or at once with `books_after_send=False`
     (a stream answers many batches in one call)."""
-    assert served.batcher is not None  # a resolved version is ready
     later = books_after_send and context.add_callback(served.batcher.keep_books)
     results = served.batcher.run_all(samples, deadline, keep_books=not later)
     outputs = [results[0].outputs[i][None] if len(results) == 1 else np.stack([r.outputs[i] for r in results])
@@ -164,9 +163,8 @@ class InferenceServicer(RequestCounter, inference_pb2_grpc.InferenceServicer):
     @unary_errors
     def Predict(self, request: PredictView, context: Context) -> bytes:
         with self._models.lease(request.model, request.version) as served:
-            manifest = served.manifest
             batch = served.check.view(request.dtype, request.shape, request.data, batched=True)
-            extra = parameter_feeds(manifest, request.parameters)
+            extra = parameter_feeds(served.spec, request.parameters)
             name, deadline = served.check.input_name, deadline_of(context)
             outputs, slowest = run_batch(served, [{name: t, **extra} for t in batch], deadline, context)
             return wire.predict_response(served.entry.name, served.entry.version, outputs, _timing(slowest))
@@ -182,7 +180,7 @@ class InferenceServicer(RequestCounter, inference_pb2_grpc.InferenceServicer):
             raise InvalidArgument("the first message of a stream must be a header naming the model")
         record.model = first.header.model
         with self._models.lease(first.header.model, first.header.version) as served:
-            extra = parameter_feeds(served.manifest, first.header.parameters)
+            extra = parameter_feeds(served.spec, first.header.parameters)
             stream = _TileStream(served, extra, self._settings.max_tiles_in_flight_per_stream, deadline_of(context))
             yield from stream.run(requests, context)
 
@@ -227,7 +225,6 @@ class _TileStream:
     """
 
     def __init__(self, served: Served, extra: dict[str, Array], window: int, deadline: float | None) -> None:
-        assert served.batcher is not None
         self._version = served.entry.version
         self._check = served.check
         self._input = self._check.input_name

@@ -21,7 +21,8 @@ class TensorInfo:
 
 
 class Backend(Protocol):
-    """A loaded engine. `infer` is called from a worker thread and must release the GIL while it computes."""
+    """A loaded engine. `infer` is called from a worker thread and must release the GIL while it computes;
+    `close` frees what the engine holds."""
 
     name: str
     inputs: list[TensorInfo]
@@ -29,4 +30,9 @@ class Backend(Protocol):
 
     def infer(self, feeds: dict[str, Array]) -> list[Array]:
         """Run one batch; outputs in the order of `outputs`."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine's memory (sessions, device buffers, streams) when its version is retired:
+        unloaded, replaced or shut down. Called once no batch runs on it; `infer` refuses afterwards."""
         ...

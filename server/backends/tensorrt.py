@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tilecast.proto.errors import Internal, ManifestError
+from tilecast.proto.errors import Internal, ManifestError, Unavailable
 from tilecast.proto.v1 import manifest_pb2
 from tilecast.server.backends.base import Array, TensorInfo
 
@@ -71,6 +71,7 @@ class TensorRTBackend:
         self._stream = _check(cudart.cudaStreamCreate())
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
         self._lock = threading.Lock()  # one execution context: one batch at a time
+        self._closed = False
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         infos = {n: self._info(n) for n in names}
         is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
@@ -91,10 +92,28 @@ class TensorRTBackend:
             self._buffers[name] = (pointer, nbytes)
         return pointer
 
+    def close(self) -> None:
+        """Free the device buffers and the CUDA stream, then the execution context and the engine
+        (their device memory goes with them): without this every reload would leak GPU memory."""
+        with self._lock:  # after a batch that still runs
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                _check(self._cudart.cudaStreamSynchronize(self._stream))
+                for pointer, _size in self._buffers.values():
+                    _check(self._cudart.cudaFree(pointer))
+                _check(self._cudart.cudaStreamDestroy(self._stream))
+            finally:
+                self._buffers.clear()
+                del self._context, self._engine  # TensorRT frees their device memory as they go
+
     def infer(self, feeds: dict[str, Array]) -> list[Array]:
         cudart = self._cudart
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         with self._lock:
+            if self._closed:
+                raise Unavailable("this TensorRT engine has been closed (its version was unloaded); retry")
             for info in self.inputs:
                 array = np.ascontiguousarray(feeds[info.name], dtype=info.dtype)
                 self._context.set_input_shape(info.name, array.shape)

@@ -107,3 +107,37 @@ def test_tensorrt_provider_profile_names_every_graph_input(tmp_path: Path, perce
             feeds["channel_high"] += 1
         (labels, *_) = graph.run(None, feeds)
         assert labels.shape[:3] == profiles[which]["image"][:3]
+
+
+def test_retiring_a_version_closes_its_engines(model_repository: Path, tmp_path: Path) -> None:
+    """Unload, reload of changed files and shutdown each close the engines of the version they retire
+    (a real ONNX Runtime session: dropped, and the engine refuses to compute afterwards)."""
+    from tilecast.client.control import RepositoryControl
+    from tilecast.proto.errors import Unavailable
+
+    shutil.copytree(model_repository / RGB_MODEL, tmp_path / RGB_MODEL)
+    tile = np.zeros((1, 64, 64, 3), np.uint8)
+    settings = local_settings(tmp_path, model_control="explicit", load_models=(RGB_MODEL,))
+    with ServerThread(settings) as server, RepositoryControl(f"127.0.0.1:{server.port}") as control:
+        models = server.server.models
+        retired = []
+        for change in ("unload", "reload", "shutdown"):
+            served = models.resolve(RGB_MODEL)
+            engines = list(served.entry.backends)
+            assert engines and not any(engine.closed for engine in engines)  # type: ignore[attr-defined]
+            retired.append((change, served, engines))
+            if change == "unload":
+                control.unload(RGB_MODEL)
+                control.load(RGB_MODEL)
+            elif change == "reload":
+                manifest = tmp_path / RGB_MODEL / "1" / "manifest.json"
+                manifest.write_text(manifest.read_text() + "\n")  # new files: the version is replaced
+                control.load(RGB_MODEL)
+            if change != "shutdown":
+                assert served.released.wait(timeout=30), change
+    for change, served, engines in retired:
+        assert served.released.is_set() and not served.entry.backends, change
+        for engine in engines:
+            assert engine.closed, change  # type: ignore[attr-defined]
+            with pytest.raises(Unavailable, match="closed"):
+                engine.infer({"image": tile})

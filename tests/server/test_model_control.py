@@ -121,6 +121,22 @@ def test_bad_control_requests_say_what_is_wrong(explicit: ServerThread, request_
         assert stub.ModelReady(v2.ModelReadyRequest(name=RGB_MODEL), timeout=10).ready
 
 
+@pytest.mark.parametrize("name", ["no-such", "", "../../etc", "x" * 20_000])
+def test_unloading_an_unknown_model_is_not_found_with_the_known_names(explicit: ServerThread, repository: Path,
+                                                                      name: str) -> None:
+    """It answered OK (`tilecast models unload typo` said nothing was wrong) while loading it is NOT_FOUND."""
+    with grpc.insecure_channel(f"127.0.0.1:{explicit.port}") as channel:
+        stub = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        for call, request in ((stub.RepositoryModelUnload, v2.RepositoryModelUnloadRequest(model_name=name)),
+                              (stub.RepositoryModelLoad, v2.RepositoryModelLoadRequest(model_name=name))):
+            error = failure(call, request)
+            details = error.details() or ""
+            assert error.code() == grpc.StatusCode.NOT_FOUND, details[:200]
+            assert f"it has ['{BROKEN}', '{RGB_MODEL}']" in details and len(details) < 4096, details[:300]
+            assert str(repository) not in details, "the message shows where the server keeps its models"
+        assert stub.ModelReady(v2.ModelReadyRequest(name=RGB_MODEL), timeout=10).ready
+
+
 def test_without_explicit_control_the_index_answers_and_loading_is_refused(server: ServerThread) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]

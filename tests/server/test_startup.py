@@ -177,6 +177,18 @@ def test_a_port_in_use_is_reported_before_anything_loads(stalled: StalledManifes
     assert stalled.manifest.is_fifo()
 
 
+def test_a_second_server_on_a_taken_port_fails_at_once(model_repository: Path) -> None:
+    """grpc's default SO_REUSEPORT let both bind: two servers on one port, clients split between them."""
+    with ServerThread(local_settings(model_repository, metrics_port=-1)) as first:
+        started = time.monotonic()
+        with pytest.raises(OSError) as failure:
+            ServerThread(local_settings(model_repository, port=first.port, metrics_port=-1)).__enter__()
+        assert time.monotonic() - started < 10
+        assert str(first.port) in str(failure.value) and "--port" in str(failure.value), failure.value
+        with Client(f"127.0.0.1:{first.port}", timeout=30) as client:
+            assert client.list_models()
+
+
 def test_a_missing_repository_is_reported_before_the_ports(tmp_path: Path) -> None:
     # The gRPC port is taken too: were it bound first, the port would be the error reported.
     with socket.socket() as holder:
