@@ -54,6 +54,21 @@ def test_a_kserve_version_that_is_not_a_number_is_invalid_argument(
         assert "whole number" in (error.details() or "") and len(error.details() or "") < MAX_STATUS_MESSAGE
 
 
+def test_a_bad_version_in_a_kserve_stream_is_that_requests_error_and_the_stream_goes_on(
+        kserve: kserve_v2_pb2_grpc.GRPCInferenceServiceStub) -> None:
+    """It ended the whole stream with INTERNAL."""
+    def request(version: str, id_: str) -> v2.ModelInferRequest:
+        message = infer_request(np.zeros((1, 64, 64, 1), np.uint8))
+        message.model_name, message.model_version, message.id = COLORIZE, version, id_
+        return message
+
+    answers = {a.infer_response.id: a for a in kserve.ModelStreamInfer(
+        iter([request("²", "bad"), request("9" * 5000, "long"), request("1", "good")]), timeout=120)}
+    assert set(answers) == {"bad", "long", "good"}
+    assert "whole number" in answers["bad"].error_message and "whole number" in answers["long"].error_message
+    assert not answers["good"].error_message and answers["good"].infer_response.outputs[0].shape == [1, 64, 64, 3]
+
+
 def test_a_huge_model_name_is_not_found_in_a_short_message_on_both_protocols(
         colorize: ServerThread, kserve: kserve_v2_pb2_grpc.GRPCInferenceServiceStub, model_repository: Path) -> None:
     name = "m" * 20_000
