@@ -86,6 +86,9 @@ def _shown(value: object) -> str:
 
 @dataclass(frozen=True)
 class Settings:
+    """How a server runs. Built by `tilecast serve` from its flags and environment, or directly
+    (tests, embedding); either way every value is checked here."""
+
     # setting() returns a dataclasses.field (ruff sees only a call in the default)
     repository: Path = setting(Path("models"), "Model repository folder: <model>/<version>/ directories.")  # noqa: RUF009
     host: str = setting("127.0.0.1", "Address to listen on.")

@@ -45,7 +45,7 @@ def test_every_field_is_a_flag_and_an_environment_variable() -> None:
         option = options[item.name]
         assert flag_of(item.name) in option.opts + option.secondary_opts, (item.name, option.opts)
         assert env_of(item.name) in option.envvar, (item.name, option.envvar)
-        assert item.metadata.get("help") and item.metadata["help"] in (option.help or ""), item.name
+        assert item.metadata.get("help", "") in (option.help or ""), item.name  # a plain field has none
 
 
 def test_no_flag_gives_the_field_defaults() -> None:
