@@ -25,10 +25,15 @@ def overview_level(path: Path, level: int, min_edge: int) -> int:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            levels = tif.series[0].levels
-            edges = [min(int(lv.shape[i]) for i in range(len(lv.shape)) if lv.axes[i] in "YX") for lv in levels]
+            return coarse_level(tif, level, min_edge)
     except Exception:  # unreadable here means the caller's own open reports it
         return level
+
+
+def coarse_level(tif: Any, level: int, min_edge: int) -> int:
+    """`overview_level` of an open TIFF."""
+    levels = tif.series[0].levels
+    edges = [min(int(lv.shape[i]) for i in range(len(lv.shape)) if lv.axes[i] in "YX") for lv in levels]
     chosen = level
     for k in range(level, len(edges)):
         if edges[k] >= min_edge:

@@ -51,16 +51,26 @@ def _hwc_permutation(axes: str, path: Path) -> tuple[int, ...]:
     return (y, x, *(i for i in range(len(axes)) if i not in (y, x)))
 
 
+def open_tiff(path: Path) -> Any:
+    """The file's tifffile.TiffFile, or ImageReadError saying why it is not a TIFF."""
+    import tifffile
+
+    try:
+        return tifffile.TiffFile(path)
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise ImageReadError(f"{path}: not a readable TIFF ({exc})") from exc
+
+
 class TiffSource:
-    def __init__(self, path: Path, level: int = 0) -> None:
-        import tifffile
+    """One pyramid level of a TIFF. Given an open `tif`, it reads through that (and leaves closing it to
+    its owner), so one file serves the image, its metadata and its overview levels."""
+
+    def __init__(self, path: Path, level: int = 0, tif: Any = None) -> None:
         import zarr
 
         self.path = path
-        try:
-            self._tif = tifffile.TiffFile(path)
-        except (OSError, ValueError, tifffile.TiffFileError) as exc:
-            raise ImageReadError(f"{path}: not a readable TIFF ({exc})") from exc
+        self._owns = tif is None
+        self._tif = open_tiff(path) if tif is None else tif
         try:
             series = self._tif.series[0]
             if not 0 <= level < len(series.levels):
@@ -73,12 +83,12 @@ class TiffSource:
                                       self._perm[0], self._perm[1])
             shape = [int(page.shape[i]) for i in self._perm]
             self._shape = (shape[0], shape[1], int(np.prod(shape[2:], dtype=np.int64)))
-            self._dtype = np.dtype(page.dtype)
+            self._dtype: np.dtype[Any] = np.dtype(page.dtype)
         except ImageReadError:
-            self._tif.close()
+            self.close()
             raise
         except Exception as exc:  # tifffile raises many types for broken structures
-            self._tif.close()
+            self.close()
             raise ImageReadError(f"{path}: cannot read the image structure ({exc})") from exc
 
     @property
@@ -108,11 +118,17 @@ class TiffSource:
         return np.asarray(self._array[tuple(index)])
 
     @property
+    def tif(self) -> Any:
+        """The open tifffile.TiffFile this level is read through."""
+        return self._tif
+
+    @property
     def chunks_decoded(self) -> int:
         return self._chunks.decoded
 
     def close(self) -> None:
-        self._tif.close()
+        if self._owns:
+            self._tif.close()
 
 
 class PillowSource:

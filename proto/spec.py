@@ -51,7 +51,7 @@ class ModelSpec:
         return self.manifest.version
 
     @property
-    def kind(self) -> manifest_pb2.ModelKind.ValueType:
+    def kind(self) -> manifest_pb2.ModelKind:
         return self.manifest.kind
 
     @property

@@ -19,7 +19,8 @@ from tests.conftest import local_settings
 from tests.export.nets import TinyClassifier, TinySegmenter
 from tilecast.client import Client, convert_image
 from tilecast.client.convert import ConvertOptions
-from tilecast.client.heatmap import cell_tissue, heatmap_paths
+from tilecast.client.heatmap import heatmap_paths
+from tilecast.client.plan import cell_tissue
 from tilecast.client.tissue import otsu_threshold, tissue_mask
 from tilecast.export.onnx_export import ExportConfig, export_model
 from tilecast.export.sources import LoadedModel
