@@ -153,7 +153,9 @@ def test_heat_map_carries_the_input_pixel_size_times_the_stride(client: Client, 
                      resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
     convert_image(client, "patches", tmp_path / "slide.tif", tmp_path / "heat.tif", ConvertOptions(stride=32))
     with tifffile.TiffFile(tmp_path / "heat.tif") as tif:
-        tags = tif.pages[0].tags
+        page = tif.pages[0]
+        assert isinstance(page, tifffile.TiffPage)
+        tags = page.tags
         assert tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
         x_num, x_den = tags["XResolution"].value
         assert x_num / x_den == pytest.approx(1e4 / 16, rel=1e-4)
