@@ -6,12 +6,14 @@ by a thread of its own fed through a short queue, so the stream and the stitchin
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import queue
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 COMPRESSIONS = ("none", "zlib", "zstd", "lzw", "jpeg")
+SELF_ENCODED = ("zlib", "zstd", "lzw")  # encoded here; tifffile encodes jpeg (it needs the colour space)
 ENCODE_WORKERS = max(2, min(8, os.cpu_count() or 2))
 QUEUED_TILES = 8  # per output: what the writer may lag behind the stitching
 TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?:partial|base|level\d+)-(?P<pid>\d+)(?:\.tif)?$")  # also older runs' names
@@ -119,6 +122,37 @@ def is_rgb(channels: int, dtype: np.dtype[Any]) -> bool:
     return channels == 3 and dtype == np.uint8
 
 
+def _encoder(compression: str, tile_shape: tuple[int, int, int], dtype: np.dtype[Any]) -> Callable[[Any], bytes]:
+    """Compresses one HWC tile (edge tiles padded to the full tile, as TIFF stores them) into its TIFF
+    segment, with tifffile's codec for that compression (libdeflate for zlib)."""
+    import tifffile
+
+    names = {"zlib": "ADOBE_DEFLATE", "zstd": "ZSTD", "lzw": "LZW"}
+    codec = tifffile.TIFF.COMPRESSORS[tifffile.COMPRESSION[names[compression]]]
+
+    def encode(tile: npt.NDArray[Any]) -> bytes:
+        if tile.shape != tile_shape:
+            padded = np.zeros(tile_shape, dtype)
+            padded[: tile.shape[0], : tile.shape[1]] = tile
+            tile = padded
+        return bytes(codec(np.ascontiguousarray(tile, dtype)))
+
+    return encode
+
+
+def encoded(tiles: Iterable[npt.NDArray[Any]], encode: Callable[[Any], bytes],
+            workers: int = ENCODE_WORKERS) -> Iterator[bytes]:
+    """Tiles compressed on `workers` threads, in order; at most 2 x workers are held at once."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="tile-encode") as pool:
+        pending: collections.deque[Future[bytes]] = collections.deque()
+        for tile in tiles:
+            pending.append(pool.submit(encode, tile))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def write_tiles(path: Path, tiles: Iterable[npt.NDArray[Any]], *, shape: tuple[int, int, int],
                 dtype: np.dtype[Any], tile_size: int, compression: str = "zlib", description: str | None = None,
                 tags: dict[str, Any] | None = None) -> None:
@@ -132,10 +166,13 @@ def write_tiles(path: Path, tiles: Iterable[npt.NDArray[Any]], *, shape: tuple[i
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
     height, width, channels = shape
+    data: Iterator[Any] = (t[:, :, 0] if channels == 1 else t for t in tiles)
+    if compression in SELF_ENCODED:
+        data = encoded(tiles, _encoder(compression, (tile_size, tile_size, channels), np.dtype(dtype)))
     tile_bytes = tile_size * tile_size * channels * np.dtype(dtype).itemsize
     tifffile.imwrite(
         path,
-        data=(t[:, :, 0] if channels == 1 else t for t in tiles),
+        data=data,
         shape=(height, width, channels) if channels > 1 else (height, width),
         dtype=dtype,
         tile=(tile_size, tile_size),
