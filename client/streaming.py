@@ -51,6 +51,11 @@ class ReadAhead:
             self._next += 1
             self._pending[index] = self._pool.submit(self._read, index)
 
+    @property
+    def held(self) -> int:
+        """Tiles read (or being read) ahead and not yet asked for."""
+        return len(self._pending)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()

@@ -112,3 +112,24 @@ def test_resume_redoes_changed_settings_inputs_and_damaged_outputs(noop: Client,
     tifffile.imwrite(source, image[::-1], photometric="rgb")  # the input changed
     assert status(ConvertOptions(tile_size=128)) == "converted"
     np.testing.assert_array_equal(tifffile.imread(target), image[::-1])
+
+
+def test_read_ahead_returns_each_tile_and_holds_at_most_its_depth() -> None:
+    from tilecast.client.streaming import ReadAhead
+
+    started: list[int] = []
+
+    def read(index: int) -> np.ndarray:
+        started.append(index)
+        return np.full((2, 2, 1), index, np.uint8)
+
+    order = list(range(20))
+    ahead = ReadAhead(read, order, depth=3, workers=2)
+    try:
+        asked = [0, 1, 2, 7, 3, 4, 5, 6, *range(8, 20), 4]  # 7 early, 4 again (a resend)
+        for index in asked:
+            assert int(ahead(index)[0, 0, 0]) == index
+            assert ahead.held <= 3
+    finally:
+        ahead.close()
+    assert sorted(set(started)) == order
