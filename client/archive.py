@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from tilecast.client.convert import ConvertOptions, convert_image
+from tilecast.client.heatmap import heatmap_paths
 from tilecast.client.image import FileIdentity
+from tilecast.client.outputs import output_paths
 from tilecast.client.reader import PILLOW_SUFFIXES, TIFF_SUFFIXES
 from tilecast.client.remote import Client
 from tilecast.proto.errors import TilecastError
+from tilecast.proto.spec import ModelSpec
 
 IMAGE_SUFFIXES = sorted(TIFF_SUFFIXES | PILLOW_SUFFIXES, key=len, reverse=True)  # ".ome.tif" before ".tif"
 GLOB_CHARS = set("*?[")
@@ -125,6 +128,12 @@ def already_done(output: Path, model: str, version: int, source: Path, options: 
         return False
 
 
+def beside(spec: ModelSpec, output: Path) -> list[Path]:
+    """The files a conversion writes next to `output`: a classifier's overlay and CSV, a segmenter's
+    further outputs."""
+    return list(heatmap_paths(output)[1:]) if spec.is_classifier else output_paths(spec, output)[1:]
+
+
 def _parses_to(mark: str, expected: Any) -> bool:
     try:
         return bool(json.loads(mark) == expected)
@@ -143,10 +152,12 @@ def convert_many(
     on_file: Callable[[Job], Callable[[int, int], None] | None] | None = None,
 ) -> list[Outcome]:
     """Convert every job; an unreadable or failing file is recorded and the others go on."""
-    version = version or client.get_model(model).version
+    spec = ModelSpec.of(client.get_model(model, version))
+    version = spec.version
     outcomes = []
     for job in jobs:
-        if resume and already_done(job.output, model, version, job.source, options):
+        if resume and already_done(job.output, model, version, job.source, options) and all(
+                p.is_file() for p in beside(spec, job.output)):
             outcomes.append(Outcome(str(job.source), str(job.output), "skipped", "already complete"))
             continue
         started = time.perf_counter()

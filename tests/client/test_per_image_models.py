@@ -196,3 +196,16 @@ def test_a_slide_is_opened_once_for_tissue_mask_overlay_and_patches(client: Clie
                            ConvertOptions(tissue_only=True, microns_per_pixel=0.5))
     assert result.tiles > 0
     assert len(opened) == 1, f"the slide was opened {len(opened)} times"
+
+
+def test_resume_redoes_a_heat_map_whose_csv_is_gone(client: Client, tmp_path: Path) -> None:
+    from tilecast.client.archive import Job, convert_many
+
+    tifffile.imwrite(tmp_path / "slide.tif", _slide(96, 96))
+    jobs = [Job(tmp_path / "slide.tif", tmp_path / "out" / "slide.tif")]
+    options = ConvertOptions(stride=32)
+    assert convert_many(client, "patches", jobs, options)[0].status == "converted"
+    assert convert_many(client, "patches", jobs, options)[0].status == "skipped"
+    heatmap_paths(jobs[0].output)[2].unlink()
+    assert convert_many(client, "patches", jobs, options)[0].status == "converted"
+    assert heatmap_paths(jobs[0].output)[2].is_file()
