@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import time
@@ -12,12 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from tilecast.client.convert import ConvertOptions, convert_image
+from tilecast.client.heatmap import heatmap_paths
+from tilecast.client.image import FileIdentity
+from tilecast.client.outputs import output_paths
 from tilecast.client.reader import PILLOW_SUFFIXES, TIFF_SUFFIXES
 from tilecast.client.remote import Client
 from tilecast.proto.errors import TilecastError
+from tilecast.proto.spec import ModelSpec
 
 IMAGE_SUFFIXES = sorted(TIFF_SUFFIXES | PILLOW_SUFFIXES, key=len, reverse=True)  # ".ome.tif" before ".tif"
 GLOB_CHARS = set("*?[")
+# Options that change what a conversion writes (not how fast or how resiliently it gets there).
+OUTPUT_OPTIONS = ("tile_size", "halo", "stitch", "blend_window", "overlap", "compression", "level",
+                  "microns_per_pixel", "channels", "stride", "tissue_only", "min_tissue")
 
 
 @dataclass(frozen=True)
@@ -80,29 +86,59 @@ def plan_jobs(inputs: Iterable[str], output_dir: Path, suffix: str = ".tif") -> 
     return jobs
 
 
-def stamp(model: str, version: int, source: Path) -> str:
-    """The ImageDescription of an output: what made it, so a later run can tell it is complete."""
-    return json.dumps({"tilecast": {"model": model, "version": version, "source": source.name}})
+def stamp(model: str, version: int, source: Path, options: ConvertOptions | None = None) -> str:
+    """The ImageDescription of an output: what made it (model version, every option that changes the
+    output, the input file's identity), so a later run can tell whether it would write the same."""
+    options = options or ConvertOptions()
+    settings = {name: getattr(options, name) for name in OUTPUT_OPTIONS}
+    identity = asdict(FileIdentity.of(source)) if source.is_file() else None
+    return json.dumps({"tilecast": {"model": model, "version": version, "source": source.name, "input": identity,
+                                    "options": settings}}, sort_keys=True)
 
 
-def already_done(output: Path, model: str, version: int, source: Path) -> bool:
-    """Outputs appear only when complete (atomic rename); one stamped by the same model version is kept."""
+def is_complete(tif: Any, size: int) -> bool:
+    """Whether every tile or strip of every page (pyramid levels included) lies inside the file: a file cut
+    short (a full disk, a copy stopped part-way) is not."""
+    for series in tif.series:
+        for level in series.levels:
+            for page in level.pages:
+                if page is None or not page.dataoffsets:
+                    return False
+                spans = zip(page.dataoffsets, page.databytecounts, strict=True)
+                if any(count <= 0 or offset + count > size for offset, count in spans):
+                    return False
+    return True
+
+
+def already_done(output: Path, model: str, version: int, source: Path, options: ConvertOptions | None = None) -> bool:
+    """An output is kept when it is whole and stamped by the same model version, options and input file."""
     if not output.is_file():
         return False
     import tifffile
 
+    expected = json.loads(stamp(model, version, source, options))
     try:
         with tifffile.TiffFile(output) as tif:
             page: Any = tif.pages[0]
             marks = [page.description, page.software]  # BigTIFF: description; OME-TIFF: Software
-    except (OSError, ValueError, tifffile.TiffFileError):
+            if not any(_parses_to(mark, expected) for mark in marks):
+                return False
+            return is_complete(tif, output.stat().st_size)
+    except (OSError, ValueError, IndexError, KeyError, tifffile.TiffFileError):
         return False
-    expected = json.loads(stamp(model, version, source))
-    for mark in marks:
-        with contextlib.suppress(ValueError):  # JSONDecodeError included
-            if json.loads(mark) == expected:
-                return True
-    return False
+
+
+def beside(spec: ModelSpec, output: Path) -> list[Path]:
+    """The files a conversion writes next to `output`: a classifier's overlay and CSV, a segmenter's
+    further outputs."""
+    return list(heatmap_paths(output)[1:]) if spec.is_classifier else output_paths(spec, output)[1:]
+
+
+def _parses_to(mark: str, expected: Any) -> bool:
+    try:
+        return bool(json.loads(mark) == expected)
+    except ValueError:  # JSONDecodeError included
+        return False
 
 
 def convert_many(
@@ -116,17 +152,19 @@ def convert_many(
     on_file: Callable[[Job], Callable[[int, int], None] | None] | None = None,
 ) -> list[Outcome]:
     """Convert every job; an unreadable or failing file is recorded and the others go on."""
-    version = version or client.get_model(model).version
+    spec = ModelSpec.of(client.get_model(model, version))
+    version = spec.version
     outcomes = []
     for job in jobs:
-        if resume and already_done(job.output, model, version, job.source):
+        if resume and already_done(job.output, model, version, job.source, options) and all(
+                p.is_file() for p in beside(spec, job.output)):
             outcomes.append(Outcome(str(job.source), str(job.output), "skipped", "already complete"))
             continue
         started = time.perf_counter()
         try:
             result = convert_image(client, model, job.source, job.output, options, version=version,
                                    progress=on_file(job) if on_file else None,
-                                   description=stamp(model, version, job.source))
+                                   description=stamp(model, version, job.source, options))
         except (TilecastError, OSError, ValueError) as exc:
             outcomes.append(Outcome(str(job.source), str(job.output), "failed", str(exc),
                                     time.perf_counter() - started))

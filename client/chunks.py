@@ -37,7 +37,7 @@ class ChunkCache:
         self._chunks: collections.OrderedDict[tuple[int, int], Array] = collections.OrderedDict()
         self._held = 0
         self._lock = threading.Lock()
-        self.decoded = 0  # chunks decoded so far: what a test or a benchmark reads
+        self.decoded = 0  # chunks decoded into the cache so far: what a test or a benchmark reads
 
     def covers(self, y0: int, y1: int, x0: int, x1: int) -> tuple[range, range]:
         return (range(y0 // self._chunk_rows, -(-y1 // self._chunk_rows)),
@@ -53,12 +53,14 @@ class ChunkCache:
         rows, cols = self.covers(y0, y1, x0, x1)
         return len(rows) * len(cols) * self._chunk_rows * self._chunk_cols * itemsize_per_pixel <= self._budget // 4
 
-    def read(self, y0: int, y1: int, x0: int, x1: int) -> Array:
+    def read(self, y0: int, y1: int, x0: int, x1: int, keep: bool = True) -> Array:
+        """The region, from cached chunks where it can; `keep=False` decodes what it needs without caching
+        (a read of whole chunks leaves nothing for later reads)."""
         rows, cols = self.covers(y0, y1, x0, x1)
         out: Array | None = None
         for row in rows:
             for col in cols:
-                chunk = self._chunk(row, col)
+                chunk = self._chunk(row, col) if keep else self._read_chunk(*self._slices(row, col))
                 cy, cx = row * self._chunk_rows, col * self._chunk_cols
                 src = [slice(None)] * chunk.ndim
                 dst = [slice(None)] * chunk.ndim
@@ -74,6 +76,10 @@ class ChunkCache:
         assert out is not None, "an empty region has no chunks"
         return out
 
+    def _slices(self, row: int, col: int) -> tuple[slice, slice]:
+        return (slice(row * self._chunk_rows, min((row + 1) * self._chunk_rows, self._shape[self._y_axis])),
+                slice(col * self._chunk_cols, min((col + 1) * self._chunk_cols, self._shape[self._x_axis])))
+
     def _chunk(self, row: int, col: int) -> Array:
         key = (row, col)
         with self._lock:
@@ -81,9 +87,7 @@ class ChunkCache:
             if chunk is not None:
                 self._chunks.move_to_end(key)
                 return chunk
-        rows = slice(row * self._chunk_rows, min((row + 1) * self._chunk_rows, self._shape[self._y_axis]))
-        cols = slice(col * self._chunk_cols, min((col + 1) * self._chunk_cols, self._shape[self._x_axis]))
-        chunk = self._read_chunk(rows, cols)
+        chunk = self._read_chunk(*self._slices(row, col))
         with self._lock:
             self.decoded += 1
             if key not in self._chunks:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tilecast.client.reader import ImageReadError, is_tiff_path, open_image
+from tilecast.client.reader import ImageReadError, TiffSource, is_tiff_path, open_image
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,14 @@ class PixelMetadata:
         if self.pixel_size_um is None:
             return self
         return PixelMetadata((self.pixel_size_um[0] * factor_y, self.pixel_size_um[1] * factor_x), self.channel_names)
+
+
+def resolution_tags(metadata: PixelMetadata) -> dict[str, Any]:
+    """TIFF XResolution/YResolution (pixels per centimetre) for a known pixel size; none when unknown."""
+    if metadata.pixel_size_um is None:
+        return {}
+    y, x = metadata.pixel_size_um
+    return {"resolution": (1e4 / x, 1e4 / y), "resolutionunit": "CENTIMETER"}
 
 
 def _ome(xml: str) -> PixelMetadata:
@@ -84,6 +92,17 @@ def _level_metadata(tif: Any, level: int) -> PixelMetadata:
     return found.scaled(factor_y, factor_x)
 
 
+def tiff_metadata(tif: Any, path: Path, level: int = 0) -> PixelMetadata:
+    """Pixel size of `level` and channel names of an open TIFF; empty (with a warning) when unreadable."""
+    import tifffile
+
+    try:
+        return _level_metadata(tif, level)
+    except (OSError, ValueError, KeyError, IndexError, ET.ParseError, tifffile.TiffFileError) as exc:
+        log.warning("%s: pixel size and channel names unreadable (%s); the output carries none", path, exc)
+        return PixelMetadata()
+
+
 def read_metadata(path: Path, level: int = 0) -> PixelMetadata:
     """Pixel size of `level` and channel names of a TIFF-based image; empty for other files."""
     if not is_tiff_path(path):
@@ -92,28 +111,23 @@ def read_metadata(path: Path, level: int = 0) -> PixelMetadata:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            return _level_metadata(tif, level)
-    except (OSError, ValueError, KeyError, IndexError, ET.ParseError, tifffile.TiffFileError) as exc:
+            return tiff_metadata(tif, path, level)
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
         log.warning("%s: pixel size and channel names unreadable (%s); the output carries none", path, exc)
         return PixelMetadata()
 
 
-def level_for_resolution(path: Path, microns_per_pixel: float) -> int:
-    """The pyramid level whose pixel size is nearest `microns_per_pixel`; a clear error when the file
-    does not say its pixel size or no level is within 25 %."""
+def nearest_level(tif: Any | None, path: Path, microns_per_pixel: float) -> int:
+    """The pyramid level of an open TIFF (None: a file without levels) whose pixel size is nearest
+    `microns_per_pixel`; a clear error when the file does not say its pixel size or no level is within 25 %."""
     if not microns_per_pixel > 0:
         raise ImageReadError(f"a target resolution must be positive, not {microns_per_pixel} µm/px")
-    open_image(path).close()  # missing or unreadable files fail here, with their own message
     sizes: list[float] = []
-    if is_tiff_path(path):
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            for level in range(len(tif.series[0].levels)):
-                size = _level_metadata(tif, level).pixel_size_um
-                if size is None:
-                    break
-                sizes.append(math.sqrt(size[0] * size[1]))
+    for level in range(len(tif.series[0].levels) if tif is not None else 0):
+        size = _level_metadata(tif, level).pixel_size_um
+        if size is None:
+            break
+        sizes.append(math.sqrt(size[0] * size[1]))
     if not sizes:
         raise ImageReadError(f"{path} does not record its pixel size; choose a pyramid level with --level")
     best = min(range(len(sizes)), key=lambda i: abs(math.log(sizes[i] / microns_per_pixel)))
@@ -122,3 +136,14 @@ def level_for_resolution(path: Path, microns_per_pixel: float) -> int:
         raise ImageReadError(f"{path} has no level near {microns_per_pixel:g} µm/px ({available} µm/px); "
                              "choose one of these resolutions or a --level")
     return best
+
+
+def level_for_resolution(path: Path, microns_per_pixel: float) -> int:
+    """The pyramid level of the file at `path` nearest `microns_per_pixel` (see `nearest_level`)."""
+    if not microns_per_pixel > 0:
+        raise ImageReadError(f"a target resolution must be positive, not {microns_per_pixel} µm/px")
+    source = open_image(path)  # missing or unreadable files fail here, with their own message
+    try:
+        return nearest_level(source.tif if isinstance(source, TiffSource) else None, path, microns_per_pixel)
+    finally:
+        source.close()

@@ -1,4 +1,5 @@
-"""Where a conversion's results go and what they say about themselves.
+"""Step 5 of a conversion, sink, for image outputs: where a conversion's results go, what they say about
+themselves, and writing them so that all appear complete or none does.
 
 A model with several outputs (labels and probabilities) writes one file per output, the first under
 the given name and the others beside it. A name ending in .ome.tif(f) gives pyramidal OME-TIFFs;
@@ -9,8 +10,7 @@ with as many channels as the model was fed.
 
 from __future__ import annotations
 
-import contextlib
-import os
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tilecast.client.metadata import PixelMetadata
-from tilecast.client.pyramid import OME_SUFFIXES, is_ome_path, resolution_tags, write_pyramid
-from tilecast.client.writer import write_tiled_tiffs
+from tilecast.client.metadata import PixelMetadata, resolution_tags
+from tilecast.client.options import Channels
+from tilecast.client.pyramid import OME_SUFFIXES, is_ome_path, write_pyramid
+from tilecast.client.writer import Staging, staged, write_tiled_tiffs
 from tilecast.proto import tensors
+from tilecast.proto.spec import ModelSpec
 from tilecast.proto.v1 import manifest_pb2
 
 
@@ -35,30 +37,37 @@ class OutputTarget:
     labels: bool  # class labels: pyramid levels subsample instead of averaging
 
 
-def output_paths(manifest: manifest_pb2.ModelManifest, output_path: Path) -> list[Path]:
+def output_paths(spec: ModelSpec, output_path: Path) -> list[Path]:
     """The first output goes to `output_path`; others (e.g. probabilities) beside it, named by output."""
     name = output_path.name
     suffix = next((s for s in OME_SUFFIXES if name.lower().endswith(s)), output_path.suffix)
     stem = name[: len(name) - len(suffix)]
-    return [output_path] + [output_path.with_name(f"{stem}.{spec.name}{suffix}") for spec in manifest.outputs[1:]]
+    return [output_path] + [output_path.with_name(f"{stem}.{out.name}{suffix}") for out in spec.outputs[1:]]
 
 
-def output_targets(manifest: manifest_pb2.ModelManifest, output_path: Path, height: int, width: int,
-                   source: PixelMetadata, fed_channels: Sequence[int]) -> list[OutputTarget]:
+def _fed_names(source: PixelMetadata, fed: Channels) -> list[str]:
+    """The names of the channels the model was fed."""
+    if isinstance(fed, str):  # GRAY
+        return ["luminance"]
+    if fed:
+        return [source.channel_names[c] for c in fed if c < len(source.channel_names)]
+    return list(source.channel_names)
+
+
+def output_targets(spec: ModelSpec, output_path: Path, height: int, width: int, source: PixelMetadata,
+                   fed: Channels) -> list[OutputTarget]:
     """One target per model output, with the metadata it carries over from the input."""
-    chosen = [source.channel_names[c] for c in fed_channels if c < len(source.channel_names)] if fed_channels \
-        else list(source.channel_names)
     targets = []
-    for path, spec in zip(output_paths(manifest, output_path), manifest.outputs, strict=True):
-        interpretation = spec.interpretation
+    for path, out in zip(output_paths(spec, output_path), spec.outputs, strict=True):
+        interpretation = out.interpretation
         if interpretation == manifest_pb2.OUTPUT_INTERPRETATION_CLASS_PROBABILITIES:
-            names: Sequence[str] = manifest.class_names
+            names: Sequence[str] = spec.manifest.class_names
         elif interpretation == manifest_pb2.OUTPUT_INTERPRETATION_CLASS_LABELS:
             names = ["labels"]
         else:
-            names = chosen
-        names = names if len(names) == spec.channels else []
-        targets.append(OutputTarget(path, (height, width, spec.channels), tensors.to_numpy_dtype(spec.dtype),
+            names = _fed_names(source, fed)
+        names = names if len(names) == out.channels else []
+        targets.append(OutputTarget(path, (height, width, out.channels), tensors.to_numpy_dtype(out.dtype),
                                     PixelMetadata(source.pixel_size_um, tuple(names)),
                                     interpretation == manifest_pb2.OUTPUT_INTERPRETATION_CLASS_LABELS))
     return targets
@@ -66,27 +75,27 @@ def output_targets(manifest: manifest_pb2.ModelManifest, output_path: Path, heig
 
 def write_outputs(targets: Sequence[OutputTarget], blocks: Iterable[Sequence[npt.NDArray[Any]]], *,
                   tile_size: int, compression: str, stamp: str | None = None) -> None:
-    """Write each output tile by tile; all appear complete, or none does.
+    """Write each output tile by tile under a temporary name; rename all once all are complete, or remove
+    them all if any fails.
 
     `stamp` marks the files as finished by this run (the BigTIFF's description, the OME-TIFF's Software
     tag, since its description holds the OME-XML)."""
-    if not is_ome_path(targets[0].path):
-        write_tiled_tiffs([(t.path, t.shape, t.dtype) for t in targets], blocks, tile_size=tile_size,
-                          compression=compression, description=stamp, tags=resolution_tags(targets[0].metadata))
-        return
-    staged = [t.path.with_name(f".{t.path.name}.base-{os.getpid()}.tif") for t in targets]
-    try:
-        write_tiled_tiffs([(s, t.shape, t.dtype) for s, t in zip(staged, targets, strict=True)], blocks,
-                          tile_size=tile_size, compression=compression)
-        for done, (path, target) in enumerate(zip(staged, targets, strict=True)):
-            try:
-                write_pyramid(path, target.path, tile_size=tile_size, compression=compression,
-                              metadata=target.metadata, labels=target.labels, software=stamp)
-            except BaseException:
-                for finished in targets[:done]:  # all outputs or none
-                    finished.path.unlink(missing_ok=True)
-                raise
-    finally:
-        for path in staged:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+    with staged() as staging:
+        if is_ome_path(targets[0].path):
+            _write_pyramids(staging, targets, blocks, tile_size=tile_size, compression=compression, stamp=stamp)
+        else:
+            write_tiled_tiffs([(staging.temporary(t.path), t.shape, t.dtype) for t in targets], blocks,
+                              tile_size=tile_size, compression=compression, description=stamp,
+                              tags=resolution_tags(targets[0].metadata))
+
+
+def _write_pyramids(staging: Staging, targets: Sequence[OutputTarget], blocks: Iterable[Sequence[npt.NDArray[Any]]],
+                    *, tile_size: int, compression: str, stamp: str | None) -> None:
+    """Full-resolution levels staged as scratch BigTIFFs first, then each output's pyramid from its own."""
+    bases = [staging.scratch(t.path, "base") for t in targets]
+    write_tiled_tiffs([(b, t.shape, t.dtype) for b, t in zip(bases, targets, strict=True)], blocks,
+                      tile_size=tile_size, compression=compression)
+    for base, target in zip(bases, targets, strict=True):
+        write_pyramid(base, staging.temporary(target.path), tile_size=tile_size, compression=compression,
+                      metadata=target.metadata, labels=target.labels, software=stamp,
+                      scratch=functools.partial(staging.scratch, target.path))

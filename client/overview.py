@@ -1,34 +1,25 @@
 """Cheap whole-image views for image-global decisions (percentiles, tissue masks): the smallest pyramid
 level that is still detailed enough, subsampled by regular reads, so memory and time stay small even
-for gigapixel slides."""
+for gigapixel slides. `OpenedImage.overview` puts these together for an opened input."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from tilecast.client.reader import PILLOW_SUFFIXES, ImageSource, open_image
+from tilecast.client.reader import ImageSource
 from tilecast.client.tiling import Box
 
 Array = npt.NDArray[Any]
 BLOCK = 1024  # read this many pixels square at a time
 
 
-def overview_level(path: Path, level: int, min_edge: int) -> int:
-    """The coarsest pyramid level at or below `level` whose shorter edge is still >= min_edge."""
-    if path.suffix.lower() in PILLOW_SUFFIXES:
-        return level
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            levels = tif.series[0].levels
-            edges = [min(int(lv.shape[i]) for i in range(len(lv.shape)) if lv.axes[i] in "YX") for lv in levels]
-    except Exception:  # unreadable here means the caller's own open reports it
-        return level
+def coarse_level(tif: Any, level: int, min_edge: int) -> int:
+    """The coarsest pyramid level of an open TIFF at or below `level` whose shorter edge is still >= min_edge."""
+    levels = tif.series[0].levels
+    edges = [min(int(lv.shape[i]) for i in range(len(lv.shape)) if lv.axes[i] in "YX") for lv in levels]
     chosen = level
     for k in range(level, len(edges)):
         if edges[k] >= min_edge:
@@ -47,13 +38,3 @@ def subsample(image: ImageSource, max_edge: int) -> Array:
                 for x in range(0, width, block)]
         rows.append(np.concatenate(band, axis=1))
     return np.concatenate(rows, axis=0)
-
-
-def overview(path: Path, level: int = 0, max_edge: int = 2048) -> Array:
-    """A subsampled HWC view of the image at `path` (from a coarse pyramid level when there is one)."""
-    source = open_image(path, overview_level(path, level, min(max_edge, 1024)))
-    try:
-        return subsample(source, max_edge)
-    finally:
-        source.close()
-

@@ -1,29 +1,28 @@
 """Pyramidal OME-TIFF output, built without holding any level in memory.
 
-The converter first writes the full-resolution result as a tiled BigTIFF (the *staged* base). Each
-lower level is then made from the one above it, one output tile at a time (2 x 2 mean for images,
-every other pixel for labels, so no label is invented), into staged files of its own. Finally the
-OME-TIFF is assembled: the base with its levels as SubIFDs, the physical pixel size and channel
-names in the OME-XML. Where the samples are stored interleaved (one channel, or RGB), compressed
-tiles are copied byte for byte; other channel counts are written one plane per channel, as OME
-readers expect, which decodes the staged tiles once per channel.
+The converter first writes the full-resolution result as a tiled BigTIFF (the *staged* base, a scratch
+file of this conversion). Each lower level is then made from the one above it, one output tile at a time
+(2 x 2 mean for images, every other pixel for labels, so no label is invented), into scratch files of its
+own. Finally the OME-TIFF is assembled: the base with its levels as SubIFDs, the physical pixel size and
+channel names in the OME-XML. Only this conversion's own scratch files are read back, never an output.
+Where the samples are stored interleaved (one channel, or RGB), compressed tiles are copied byte for byte;
+other channel counts are written one plane per channel, as OME readers expect, which decodes the staged
+tiles once per channel.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from tilecast.client.metadata import PixelMetadata
+from tilecast.client.metadata import PixelMetadata, resolution_tags
 from tilecast.client.reader import TiffSource
 from tilecast.client.tiling import Box, tile_boxes
-from tilecast.client.writer import atomic_output, is_rgb, write_tiled_tiff
+from tilecast.client.writer import is_rgb, write_tiles
 
 Array = npt.NDArray[Any]
 OME_SUFFIXES = (".ome.tif", ".ome.tiff")
@@ -95,38 +94,24 @@ def _ome_metadata(channels: int, interleaved: bool, metadata: PixelMetadata) -> 
     return ome
 
 
-def resolution_tags(metadata: PixelMetadata) -> dict[str, Any]:
-    """TIFF XResolution/YResolution (pixels per centimetre) for a known pixel size."""
-    if metadata.pixel_size_um is None:
-        return {}
-    y, x = metadata.pixel_size_um
-    return {"resolution": (1e4 / x, 1e4 / y), "resolutionunit": "CENTIMETER"}
-
-
-def write_pyramid(staged: Path, final: Path, *, tile_size: int, compression: str, metadata: PixelMetadata,
-                  labels: bool = False, software: str | None = None) -> None:
-    """Turn a staged tiled BigTIFF (HWC) into a pyramidal OME-TIFF at `final` (atomically)."""
+def write_pyramid(staged: Path, target: Path, *, tile_size: int, compression: str, metadata: PixelMetadata,
+                  scratch: Callable[[str], Path], labels: bool = False, software: str | None = None) -> None:
+    """Turn a staged tiled BigTIFF (HWC) into a pyramidal OME-TIFF written at `target` (the caller's
+    temporary); lower levels go to `scratch(kind)` paths, which the caller removes."""
     base = TiffSource(staged)
     height, width, channels = base.shape
     dtype = base.dtype
     base.close()
     shapes = level_shapes(height, width, tile_size)
-    levels = [staged] + [final.with_name(f".{final.name}.level{i}-{os.getpid()}.tif") for i in range(1, len(shapes))]
-    try:
-        for i in range(1, len(shapes)):
-            previous = TiffSource(levels[i - 1])
-            try:
-                write_tiled_tiff(levels[i], _halved_tiles(previous, shapes[i], tile_size, labels),
-                                 shape=(*shapes[i], channels), dtype=dtype, tile_size=tile_size,
-                                 compression=compression)
-            finally:
-                previous.close()
-        with atomic_output(final) as temporary:
-            _assemble(temporary, levels, shapes, channels, dtype, tile_size, compression, metadata, software)
-    finally:
-        for level in levels[1:]:
-            with contextlib.suppress(FileNotFoundError):
-                level.unlink()
+    levels = [staged] + [scratch(f"level{i}") for i in range(1, len(shapes))]
+    for i in range(1, len(shapes)):
+        previous = TiffSource(levels[i - 1])
+        try:
+            write_tiles(levels[i], _halved_tiles(previous, shapes[i], tile_size, labels),
+                        shape=(*shapes[i], channels), dtype=dtype, tile_size=tile_size, compression=compression)
+        finally:
+            previous.close()
+    _assemble(target, levels, shapes, channels, dtype, tile_size, compression, metadata, software)
 
 
 def _assemble(path: Path, levels: Sequence[Path], shapes: Sequence[tuple[int, int]], channels: int,

@@ -51,16 +51,65 @@ def _hwc_permutation(axes: str, path: Path) -> tuple[int, ...]:
     return (y, x, *(i for i in range(len(axes)) if i not in (y, x)))
 
 
-class TiffSource:
-    def __init__(self, path: Path, level: int = 0) -> None:
+def open_tiff(path: Path) -> Any:
+    """The file's tifffile.TiffFile, or ImageReadError saying why it is not a TIFF."""
+    import tifffile
+
+    try:
+        return tifffile.TiffFile(path)
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise ImageReadError(f"{path}: not a readable TIFF ({exc})") from exc
+
+
+class TileDecoder:
+    """Decodes one stored tile of a plain tiled level (one page, Y X and maybe samples, interleaved) straight
+    from the file: several threads can decode at once, as the codecs release the GIL (zarr's store
+    serialises them, and costs several times the decode itself)."""
+
+    def __init__(self, tif: Any, page: Any, samples: bool) -> None:
+        self._fh, self._page, self._samples = tif.filehandle, page, samples
+        self._fh.set_lock(True)  # reads from several threads: seek + read must not interleave
+        self._across = -(-int(page.imagewidth) // int(page.tilewidth))
+
+    @classmethod
+    def of(cls, tif: Any, level: Any, chunks: tuple[int, ...]) -> TileDecoder | None:
+        """A decoder for `level` (a tifffile series level), or None where zarr's general reader is needed."""
         import tifffile
+
+        page = level.pages[0] if len(level.pages) == 1 else None
+        if not isinstance(page, tifffile.TiffPage) or not page.is_tiled or page.axes not in ("YX", "YXS"):
+            return None
+        samples = page.axes == "YXS"
+        if samples and page.planarconfig != tifffile.PLANARCONFIG.CONTIG:
+            return None
+        if chunks != (page.tilelength, page.tilewidth, *((page.samplesperpixel,) if samples else ())):
+            return None
+        return cls(tif, page, samples)
+
+    def __call__(self, rows: slice, cols: slice) -> Array:
+        page = self._page
+        index = (rows.start // page.tilelength) * self._across + cols.start // page.tilewidth
+        offset, count = page.dataoffsets[index], page.databytecounts[index]
+        data = None
+        if count:
+            with self._fh.lock:
+                self._fh.seek(offset)
+                data = self._fh.read(count)
+        tile = page.decode(data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader)[0]
+        tile = tile[0, : rows.stop - rows.start, : cols.stop - cols.start]  # edge tiles are stored whole
+        return np.asarray(tile if self._samples else tile[..., 0])
+
+
+class TiffSource:
+    """One pyramid level of a TIFF. Given an open `tif`, it reads through that (and leaves closing it to
+    its owner), so one file serves the image, its metadata and its overview levels."""
+
+    def __init__(self, path: Path, level: int = 0, tif: Any = None) -> None:
         import zarr
 
         self.path = path
-        try:
-            self._tif = tifffile.TiffFile(path)
-        except (OSError, ValueError, tifffile.TiffFileError) as exc:
-            raise ImageReadError(f"{path}: not a readable TIFF ({exc})") from exc
+        self._owns = tif is None
+        self._tif = open_tiff(path) if tif is None else tif
         try:
             series = self._tif.series[0]
             if not 0 <= level < len(series.levels):
@@ -69,16 +118,17 @@ class TiffSource:
             self._perm = _hwc_permutation(page.axes, path)
             # The series' store at a level: a level's own store is a group when the series has several.
             self._array = zarr.open_array(series.aszarr(level=level), mode="r")
-            self._chunks = ChunkCache(self._read_array, tuple(self._array.shape), tuple(self._array.chunks),
-                                      self._perm[0], self._perm[1])
+            self._direct = TileDecoder.of(self._tif, series.levels[level], tuple(self._array.chunks))
+            self._chunks = ChunkCache(self._direct or self._read_array, tuple(self._array.shape),
+                                      tuple(self._array.chunks), self._perm[0], self._perm[1])
             shape = [int(page.shape[i]) for i in self._perm]
             self._shape = (shape[0], shape[1], int(np.prod(shape[2:], dtype=np.int64)))
-            self._dtype = np.dtype(page.dtype)
+            self._dtype: np.dtype[Any] = np.dtype(page.dtype)
         except ImageReadError:
-            self._tif.close()
+            self.close()
             raise
         except Exception as exc:  # tifffile raises many types for broken structures
-            self._tif.close()
+            self.close()
             raise ImageReadError(f"{path}: cannot read the image structure ({exc})") from exc
 
     @property
@@ -92,9 +142,10 @@ class TiffSource:
     def read(self, box: Box) -> Array:
         pixel_bytes = self._shape[2] * self._dtype.itemsize
         try:
-            if box.height > 0 and box.width > 0 and self._chunks.worth_caching(
-                    box.y0, box.y1, box.x0, box.x1, pixel_bytes):
-                region = self._chunks.read(box.y0, box.y1, box.x0, box.x1)
+            keep = box.height > 0 and box.width > 0 and self._chunks.worth_caching(
+                box.y0, box.y1, box.x0, box.x1, pixel_bytes)
+            if keep or (self._direct is not None and box.height > 0 and box.width > 0):
+                region = self._chunks.read(box.y0, box.y1, box.x0, box.x1, keep=keep)
             else:
                 region = self._read_array(slice(box.y0, box.y1), slice(box.x0, box.x1))
         except Exception as exc:  # a truncated or corrupt strip or tile
@@ -108,11 +159,17 @@ class TiffSource:
         return np.asarray(self._array[tuple(index)])
 
     @property
+    def tif(self) -> Any:
+        """The open tifffile.TiffFile this level is read through."""
+        return self._tif
+
+    @property
     def chunks_decoded(self) -> int:
         return self._chunks.decoded
 
     def close(self) -> None:
-        self._tif.close()
+        if self._owns:
+            self._tif.close()
 
 
 class PillowSource:

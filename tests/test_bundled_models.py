@@ -46,6 +46,34 @@ def test_bundled_generator_colours_a_gray_image(tmp_path: Path) -> None:
     assert np.abs(colour - rgb).mean() < 20
 
 
+def test_rgb_slide_into_a_one_channel_model_is_turned_grey_on_request(tmp_path: Path) -> None:
+    """An RGB slide into the 1-channel colourisation model: refused with what fits (one channel, or
+    `gray`), and with channels="gray" fed the BT.601 luminance, exactly as a grey file of it would be."""
+    import pytest
+
+    from tilecast.client.convert import ConvertOptions
+    from tilecast.client.normalization import to_gray
+    from tilecast.proto.errors import InvalidArgument
+    from tilecast.training.data.samples import ihc_image
+
+    rgb = ihc_image()[:200, :160]
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    grey = to_gray(rgb)
+    expected = np.rint(rgb.astype(np.float64) @ [0.299, 0.587, 0.114])
+    assert grey.dtype == np.uint8 and np.abs(grey[..., 0] - expected).max() <= 1
+    tifffile.imwrite(tmp_path / "grey.tif", grey[..., 0])
+    with ServerThread(local_settings(BUNDLED)) as server, Client(f"127.0.0.1:{server.port}") as client:
+        with pytest.raises(InvalidArgument, match="takes 1") as refused:
+            convert_image(client, "ihc-colorize", tmp_path / "rgb.tif", tmp_path / "no.tif")
+        assert "--channels 1" in str(refused.value) and "--channels gray" in str(refused.value)
+        assert "0,2" not in str(refused.value)
+        convert_image(client, "ihc-colorize", tmp_path / "rgb.tif", tmp_path / "from-rgb.tif",
+                      ConvertOptions(channels="gray"))
+        convert_image(client, "ihc-colorize", tmp_path / "grey.tif", tmp_path / "from-grey.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "from-rgb.tif"),
+                                  tifffile.imread(tmp_path / "from-grey.tif"))
+
+
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tilecast", "demo", "--size", "1024", "--output", str(tmp_path),

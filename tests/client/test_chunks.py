@@ -7,7 +7,7 @@ import functools
 import numpy as np
 
 from tilecast.client.chunks import ChunkCache
-from tilecast.client.heatmap import BAND_PX, band_order
+from tilecast.client.plan import BAND_PX, band_order
 
 
 def cache_over(image: np.ndarray, chunk: int, budget_chunks: int) -> ChunkCache:

@@ -19,7 +19,8 @@ from tests.conftest import local_settings
 from tests.export.nets import TinyClassifier, TinySegmenter
 from tilecast.client import Client, convert_image
 from tilecast.client.convert import ConvertOptions
-from tilecast.client.heatmap import cell_tissue, heatmap_paths
+from tilecast.client.heatmap import heatmap_paths
+from tilecast.client.plan import cell_tissue
 from tilecast.client.tissue import otsu_threshold, tissue_mask
 from tilecast.export.onnx_export import ExportConfig, export_model
 from tilecast.export.sources import LoadedModel
@@ -142,3 +143,69 @@ def test_otsu_and_cell_fractions() -> None:
     np.testing.assert_allclose(fractions, [[1, 0], [0, 0]])
     fine = cell_tissue(mask, (64, 64), 8, 8, 8)  # cells smaller than mask pixels take the nearest pixel
     assert fine[0, 0] == 1 and fine[7, 7] == 0
+
+
+def test_heat_map_carries_the_input_pixel_size_times_the_stride(client: Client, tmp_path: Path) -> None:
+    """QuPath and napari place a heat map by its resolution tags: 0.5 µm pixels x stride 32 = 16 µm cells."""
+    from tilecast.client.metadata import read_metadata
+
+    tifffile.imwrite(tmp_path / "slide.tif", _slide(128, 160), photometric="rgb",
+                     resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    convert_image(client, "patches", tmp_path / "slide.tif", tmp_path / "heat.tif", ConvertOptions(stride=32))
+    with tifffile.TiffFile(tmp_path / "heat.tif") as tif:
+        page = tif.pages[0]
+        assert isinstance(page, tifffile.TiffPage)
+        tags = page.tags
+        assert tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+        x_num, x_den = tags["XResolution"].value
+        assert x_num / x_den == pytest.approx(1e4 / 16, rel=1e-4)
+    assert read_metadata(tmp_path / "heat.tif").pixel_size_um == pytest.approx((16, 16), rel=1e-4)
+
+
+def test_an_all_background_heat_map_is_reported(client: Client, tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "slide.tif", _slide(160, 256))
+    result = convert_image(client, "patches", tmp_path / "slide.tif", tmp_path / "heat.tif",
+                           ConvertOptions(tissue_only=True, min_tissue=2.0))  # a typo for 0.2
+    assert result.tiles == 0
+    assert np.isnan(tifffile.imread(tmp_path / "heat.tif")).all()
+    assert len(result.warnings) == 1 and "--min-tissue" in result.warnings[0]
+    ok = convert_image(client, "patches", tmp_path / "slide.tif", tmp_path / "heat2.tif",
+                       ConvertOptions(tissue_only=True))
+    assert ok.warnings == ()
+
+
+def test_heat_map_outputs_appear_together_or_not_at_all(client: Client, tmp_path: Path) -> None:
+    """The overlay cannot be renamed into place (a folder has its name): no CSV or heat map appears either."""
+    tifffile.imwrite(tmp_path / "slide.tif", _slide(96, 96))
+    heat_path, overlay_path, _ = heatmap_paths(tmp_path / "out" / "heat.tif")
+    (overlay_path / "in-the-way").mkdir(parents=True)
+    with pytest.raises(OSError):
+        convert_image(client, "patches", tmp_path / "slide.tif", heat_path, ConvertOptions(stride=32))
+    assert sorted(p.name for p in heat_path.parent.iterdir()) == [overlay_path.name]
+
+
+def test_a_slide_is_opened_once_for_tissue_mask_overlay_and_patches(client: Client, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.client.test_pipeline import count_opens
+
+    source = tmp_path / "slide.tif"
+    tifffile.imwrite(source, _slide(160, 256), tile=(64, 64), photometric="rgb",
+                     resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    opened = count_opens(monkeypatch, source)
+    result = convert_image(client, "patches", source, tmp_path / "heat.tif",
+                           ConvertOptions(tissue_only=True, microns_per_pixel=0.5))
+    assert result.tiles > 0
+    assert len(opened) == 1, f"the slide was opened {len(opened)} times"
+
+
+def test_resume_redoes_a_heat_map_whose_csv_is_gone(client: Client, tmp_path: Path) -> None:
+    from tilecast.client.archive import Job, convert_many
+
+    tifffile.imwrite(tmp_path / "slide.tif", _slide(96, 96))
+    jobs = [Job(tmp_path / "slide.tif", tmp_path / "out" / "slide.tif")]
+    options = ConvertOptions(stride=32)
+    assert convert_many(client, "patches", jobs, options)[0].status == "converted"
+    assert convert_many(client, "patches", jobs, options)[0].status == "skipped"
+    heatmap_paths(jobs[0].output)[2].unlink()
+    assert convert_many(client, "patches", jobs, options)[0].status == "converted"
+    assert heatmap_paths(jobs[0].output)[2].is_file()

@@ -85,3 +85,17 @@ def test_blend_stitching_averages_probabilities_and_takes_their_argmax(tmp_path:
     clear = top2[:, :, 1] - top2[:, :, 0] >= 2
     np.testing.assert_array_equal(labels[clear], np.argmax(probabilities, axis=2)[clear])
     np.testing.assert_array_equal(labels[inside][clear[inside]], whole_labels[0, :, :, 0][inside][clear[inside]])
+
+
+@pytest.mark.parametrize("name", ["cells.tif", "cells.ome.tif"])
+def test_a_failing_second_output_leaves_no_output_at_all(tmp_path: Path, repository: Path, name: str) -> None:
+    """The probabilities cannot take their name (a folder has it): the labels, written fine, do not appear."""
+    image = np.random.default_rng(0).integers(0, 256, (100, 130, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "cells.tif", image, photometric="rgb")
+    target = tmp_path / "out" / name
+    blocker = target.with_name(name.replace("cells.", "cells.probabilities."))
+    (blocker / "in-the-way").mkdir(parents=True)
+    with ServerThread(local_settings(repository)) as server, Client(f"127.0.0.1:{server.port}") as client, \
+            pytest.raises(OSError):
+        convert_image(client, "nuclei", tmp_path / "cells.tif", target, ConvertOptions(tile_size=64, window=3))
+    assert sorted(p.name for p in target.parent.iterdir()) == [blocker.name]
