@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,11 @@ import numpy.typing as npt
 from tilecast.client.blending import WINDOWS, BlendGrid, BlendStitcher, Window, argmax_labels, cast_to
 from tilecast.client.metadata import level_for_resolution, read_metadata
 from tilecast.client.normalization import image_parameters, wire_cast
+from tilecast.client.options import STITCHES, ConvertOptions
 from tilecast.client.outputs import output_targets, write_outputs
 from tilecast.client.reader import ImageSource, open_image, read_reflected
 from tilecast.client.remote import Client, TileReply
-from tilecast.client.resilient import RetryPolicy, stream_with_retries
+from tilecast.client.resilient import stream_with_retries
 from tilecast.client.tiling import Box, Grid, crop_core
 from tilecast.proto import tensors
 from tilecast.proto.errors import InvalidArgument
@@ -31,28 +32,6 @@ from tilecast.proto.v1 import manifest_pb2
 
 Array = npt.NDArray[Any]
 Progress = Callable[[int, int], None]  # (tiles done, tiles total)
-STITCHES = ("auto", "crop", "blend")
-
-
-@dataclass(frozen=True)
-class ConvertOptions:
-    tile_size: int | None = None  # None: the manifest's
-    halo: int | None = None  # None: the manifest's (measured at export)
-    stitch: str = "auto"  # crop, blend, or auto: blend only where crop cannot be exact
-    blend_window: Window = "gaussian"
-    overlap: int | None = None  # blend: pixels shared by neighbouring tiles; None = 2 x halo
-    window: int = 32  # tiles in flight
-    tile_deadline_ms: int = 0  # a tile not started within this budget is sent again (0: no per-tile deadline)
-    compression: str = "zlib"
-    level: int = 0  # pyramid level of the input
-    microns_per_pixel: float | None = None  # read the level nearest this resolution instead of `level`
-    channels: tuple[int, ...] = ()  # input channels / z-planes fed to the model, in this order; () = all
-    retry: RetryPolicy = field(default_factory=RetryPolicy)  # when the server restarts mid-image
-    # classifiers only
-    stride: int = 0  # heat map cell in input pixels; 0 = the model's patch size
-    tissue_only: bool = False  # skip patches that a low-resolution tissue mask calls background
-    min_tissue: float = 0.25  # fraction of a cell that must be tissue to be classified
-
 
 @dataclass(frozen=True)
 class ConvertResult:

@@ -17,7 +17,6 @@ from typing import cast
 
 import numpy as np
 
-from tilecast import __version__
 from tilecast.proto import tensors
 from tilecast.proto.errors import InvalidArgument, NotFound, TilecastError, Unavailable
 from tilecast.proto.v1 import inference_pb2, kserve_v2_pb2_grpc, manifest_pb2
@@ -35,6 +34,7 @@ from tilecast.server.servicer import (
     unary_errors,
 )
 from tilecast.server.validation import checked_range, range_input_names
+from tilecast.version import __version__
 
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 DATATYPES: dict[int, str] = {  # wire dtype -> the protocol's datatype name

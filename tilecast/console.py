@@ -11,13 +11,16 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from tilecast.proto.errors import TilecastError
+from tilecast.proto.errors import InvalidOption, TilecastError
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 console = Console(stderr=True)
 out = Console()
+USAGE = 2  # the exit status of a usage error, as click gives for a malformed command line
+# Options whose bad values exited with status 1 before usage errors had their own status; kept so.
+KEPT_AT_STATUS_1 = frozenset({"--wait-s", "--blend-window", "--tile-deadline-ms"})
 
 
 def setup_logging(level: str) -> None:
@@ -33,12 +36,15 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def user_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn the errors a person can act on into one line and a non-zero exit, not a traceback."""
+    """Turn the errors a person can act on into one line and a non-zero exit, not a traceback: status 2
+    for a bad option value (InvalidOption), 1 for the rest."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
+        except InvalidOption as exc:
+            raise fail(str(exc), code=1 if exc.option in KEPT_AT_STATUS_1 else USAGE) from exc
         except TilecastError as exc:
             raise fail(str(exc)) from exc
         except (FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError, ValueError) as exc:
