@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tilecast.client.convert import ConvertOptions, convert_image
+from tilecast.client.convert import convert_image
+from tilecast.client.options import ConvertOptions
 from tilecast.client.reader import PILLOW_SUFFIXES, TIFF_SUFFIXES
 from tilecast.client.remote import Client
 from tilecast.proto.errors import TilecastError

@@ -17,7 +17,7 @@ from tilecast.proto.errors import InvalidOption
 if TYPE_CHECKING:
     from tilecast.client.archive import Job, Outcome
     from tilecast.client.control import RepositoryControl
-    from tilecast.client.options import ConvertOptions
+    from tilecast.client.options import Channels, ConvertOptions
 
 ServerOption = Annotated[
     list[str], typer.Option("--server", "-s", envvar="TILECAST_SERVER",
@@ -40,12 +40,12 @@ def level_megapixels(path: Path, level: int, microns_per_pixel: float | None) ->
     return height * width / 1e6
 
 
-def parse_channels(text: str) -> tuple[int, ...] | str:
+def parse_channels(text: str) -> Channels:
     """'0,2' or '0-6' or '1,3-4' -> channel indices in that order; 'gray' -> 'gray' (RGB to luminance)."""
     from tilecast.client.options import GRAY
 
     if text.strip().lower() == GRAY:
-        return GRAY
+        return "gray"
     chosen: list[int] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         first, dash, last = part.partition("-")

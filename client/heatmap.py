@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tilecast.client.convert import ConvertOptions, ConvertResult, Progress, check_compatible
+from tilecast.client.convert import ConvertResult, Progress, check_compatible
 from tilecast.client.normalization import image_parameters
+from tilecast.client.options import ConvertOptions
 from tilecast.client.overview import overview
 from tilecast.client.reader import open_image, read_reflected
 from tilecast.client.remote import Client
@@ -122,14 +123,14 @@ def classify_image(client: Client, manifest: manifest_pb2.ModelManifest, input_p
     names = list(manifest.class_names) or [f"class {k}" for k in range(classes)]
     image = open_image(input_path, options.level)
     try:
-        to_model = check_compatible(manifest, image, options.channels)
+        to_model = check_compatible(manifest, image, options.channels)  # type: ignore[arg-type]  # "gray": the pipeline's own change
         height, width, _ = image.shape
         rows, cols = -(-height // stride), -(-width // stride)
         view = overview(input_path, options.level, OVERLAY_EDGE)
         tissue = cell_tissue(tissue_mask(view), (height, width), rows, cols, stride) if options.tissue_only else None
         wanted = sorted((i for i in range(rows * cols) if tissue is None or tissue.flat[i] >= options.min_tissue),
                         key=functools.partial(band_order, cols=cols, stride=stride))
-        parameters = image_parameters(manifest, input_path, options.level, list(options.channels))
+        parameters = image_parameters(manifest, input_path, options.level, list(options.channels))  # type: ignore[arg-type]  # "gray": the pipeline's own change
 
         def read_patch(index: int) -> Array:
             box = patch_box(*divmod(index, cols), stride, patch)

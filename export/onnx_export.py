@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from tilecast.export import parity
+from tilecast.export.checks import check_export_config
 from tilecast.export.graph import INPUT_NAME, PARAMETER_NAMES, export_graph, save_basic_optimised
 from tilecast.export.receptive_field import has_global_ops, measure_receptive_radius
 from tilecast.export.sources import KINDS, LoadedModel
@@ -64,6 +65,9 @@ class ExportConfig:
     fp16: bool = False
     description: str = ""
     command: str = ""  # the command that reproduces the model, recorded in the manifest
+
+    def __post_init__(self) -> None:
+        check_export_config(self)
 
 
 def next_version(model_dir: Path) -> int:

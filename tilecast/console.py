@@ -30,6 +30,17 @@ def setup_logging(level: str) -> None:
     )
 
 
+def int_list(option: str, text: str, minimum: int = 1) -> list[int]:
+    """A comma-separated option of whole numbers, each at least `minimum` ('1,2,4,8')."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < minimum:
+        raise InvalidOption(option, text, f"give whole numbers of {minimum} or more, comma-separated, e.g. 1,2,4")
+    return values
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
