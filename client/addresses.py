@@ -53,8 +53,18 @@ def _resolve(host: str, port: int) -> dict[int, list[str]]:
     return families
 
 
+def server_list(addresses: Sequence[str]) -> list[str]:
+    """Each address once, with comma-separated ones split (`--server a:1,b:2`, TILECAST_SERVER=a:1,b:2);
+    a target with a scheme (`ipv4:a:1,b:2`) is kept whole."""
+    found: list[str] = []
+    for given in addresses:
+        found += [given] if given.startswith(SCHEMES) else [a.strip() for a in given.split(",") if a.strip()]
+    return list(dict.fromkeys(found))
+
+
 def channel_target(addresses: Sequence[str]) -> str:
     """The gRPC target for one or several `--server` addresses (see the module docstring)."""
+    addresses = server_list(addresses)
     if not addresses:
         raise InvalidOption("--server", "", "give at least one host:port")
     if len(addresses) == 1:

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from tilecast.client.options import Channels, ConvertOptions
 
 ServerOption = Annotated[
-    list[str], typer.Option("--server", "-s", envvar="TILECAST_SERVER",
-                            help="host:port of a server; repeat to spread tiles over several.")]
+    list[str], typer.Option("--server", "-s", envvar="TILECAST_SERVER", help=(
+        "host:port of a server; repeat (or separate with commas) to spread tiles over several."))]
 DEFAULT_SERVER = ["127.0.0.1:8500"]
 
 
@@ -241,8 +241,10 @@ def model_rows(server: list[str]) -> list[dict[str, Any]]:
 
 def repository_rows(servers: list[str]) -> list[dict[str, Any]]:
     """The index of each server's repository (a "server" column when there are several)."""
+    from tilecast.client.addresses import server_list
     from tilecast.client.control import RepositoryControl
 
+    servers = server_list(servers)
     rows: list[dict[str, Any]] = []
     for address in servers:
         with RepositoryControl(address) as control:
@@ -258,9 +260,10 @@ ControlServerOption = Annotated[list[str] | None, typer.Option(
 
 def on_each_server(servers: list[str], request: Callable[[RepositoryControl], None], done: str) -> None:
     """Send one repository request to each server in turn, saying "<server>: <done>" after each."""
+    from tilecast.client.addresses import server_list
     from tilecast.client.control import RepositoryControl
 
-    for address in servers:
+    for address in server_list(servers):
         with RepositoryControl(address) as control:
             request(control)
         out.print(f"{address}: {done}", highlight=False)
