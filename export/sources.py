@@ -85,7 +85,10 @@ def from_checkpoint(path: Path) -> LoadedModel:
     if not isinstance(ckpt, dict) or "arch" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a tilecast checkpoint; give --format pix2pix, module or torchscript")
     kwargs = ckpt["model_kwargs"]
-    module = create_model(ckpt["arch"], **kwargs)
+    try:
+        module = create_model(ckpt["arch"], **kwargs)
+    except KeyError as exc:  # an architecture this installation does not have
+        raise InvalidArgument(f"{path}: {exc.args[0]}") from None
     fitted(module, ckpt["state_dict"], path, f"architecture {ckpt['arch']}")
     norm = ckpt["normalization"]
     training: dict[str, Any] = {k: ckpt[k] for k in ("metrics", "training_data", "config") if k in ckpt}

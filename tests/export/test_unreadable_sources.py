@@ -44,3 +44,11 @@ def test_weights_that_do_not_fit_the_architecture_are_one_line(tmp_path: Path) -
     said = " ".join(result.output.split())
     assert result.exit_code == 1 and "do not fit the network --arch resnet_9blocks" in said, said
     assert "Traceback" not in said
+
+
+def test_a_checkpoint_of_an_unknown_architecture_is_one_line(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"arch": "gone_net", "model_kwargs": {}, "state_dict": {}, "normalization": {}}, checkpoint)
+    result = runner.invoke(app, ["export", "onnx", str(checkpoint), "--name", "x", "--repository", str(tmp_path)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "unknown architecture 'gone_net'" in said and "Traceback" not in said, said
