@@ -18,7 +18,7 @@ from tilecast.client.writer import COMPRESSIONS
 from tilecast.proto.errors import InvalidOption
 
 STITCHES = ("auto", "crop", "blend")
-GRAY = "gray"  # channels: RGB turned into one luminance channel
+GRAY = "gray"  # `channels`: feed one luminance channel made from RGB (ITU-R BT.601 weights)
 TILE_MULTIPLE = 16  # tiled TIFF tiles are multiples of 16 pixels
 Channels = tuple[int, ...] | Literal["gray"]
 
@@ -37,7 +37,9 @@ class ConvertOptions:
     compression: str = "zlib"
     level: int = 0  # pyramid level of the input
     microns_per_pixel: float | None = None  # read the level nearest this resolution instead of `level`
-    channels: Channels = ()  # input channels / z-planes fed to the model, in this order; () = all; "gray"
+    # input channels / z-planes fed to the model, in this order; () = all; "gray": RGB -> luminance
+    # (0.299 R + 0.587 G + 0.114 B, ITU-R BT.601), rounded into the input's dtype
+    channels: Channels = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # when the server restarts mid-image
     # classifiers only
     stride: int = 0  # heat map cell in input pixels; 0 = the model's patch size
