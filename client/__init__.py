@@ -5,8 +5,9 @@ Python API: `Client` (connection), `convert_image` (one file through a model), `
 """
 
 from tilecast.client.archive import convert_many, plan_jobs
-from tilecast.client.convert import ConvertOptions, ConvertResult, convert_image
+from tilecast.client.convert import ConvertResult, convert_image
 from tilecast.client.live import AsyncClient, LiveStream
+from tilecast.client.options import ConvertOptions
 from tilecast.client.remote import Client, TileReply
 
 __all__ = ["AsyncClient", "Client", "ConvertOptions", "ConvertResult", "LiveStream", "TileReply", "convert_image",

@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tilecast.client.convert import ConvertOptions, convert_image
+from tilecast.client.convert import convert_image
 from tilecast.client.heatmap import heatmap_paths
 from tilecast.client.image import FileIdentity
+from tilecast.client.options import ConvertOptions
 from tilecast.client.outputs import output_paths
 from tilecast.client.reader import PILLOW_SUFFIXES, TIFF_SUFFIXES
 from tilecast.client.remote import Client
@@ -40,6 +41,7 @@ class Outcome:
     message: str = ""
     seconds: float = 0.0
     megapixels: float = 0.0
+    warnings: tuple[str, ...] = ()  # what the conversion noticed (an all-background heat map, ...)
 
 
 def is_image(path: Path) -> bool:
@@ -170,7 +172,7 @@ def convert_many(
                                     time.perf_counter() - started))
             continue
         outcomes.append(Outcome(str(job.source), str(job.output), "converted", "", result.seconds,
-                                result.shape[0] * result.shape[1] / 1e6))
+                                result.shape[0] * result.shape[1] / 1e6, result.warnings))
     return outcomes
 
 

@@ -8,17 +8,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tilecast.console import fail, out, user_errors
+from tilecast.proto.errors import InvalidOption
 
 if TYPE_CHECKING:
+    from tilecast.client.archive import Job, Outcome
     from tilecast.client.control import RepositoryControl
+    from tilecast.client.options import Channels, ConvertOptions
 
 ServerOption = Annotated[
-    list[str], typer.Option("--server", "-s", envvar="TILECAST_SERVER",
-                            help="host:port of a server; repeat to spread tiles over several.")]
+    list[str], typer.Option("--server", "-s", envvar="TILECAST_SERVER", help=(
+        "host:port of a server; repeat (or separate with commas) to spread tiles over several."))]
 DEFAULT_SERVER = ["127.0.0.1:8500"]
 
 
@@ -37,34 +40,77 @@ def level_megapixels(path: Path, level: int, microns_per_pixel: float | None) ->
     return height * width / 1e6
 
 
-def parse_channels(text: str) -> tuple[int, ...]:
-    """'0,2' or '0-6' or '1,3-4' -> channel indices in that order."""
+def parse_channels(text: str) -> Channels:
+    """'0,2' or '0-6' or '1,3-4' -> channel indices in that order; 'gray' -> 'gray' (RGB to luminance)."""
+    from tilecast.client.options import GRAY
+
+    if text.strip().lower() == GRAY:
+        return "gray"
     chosen: list[int] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         first, dash, last = part.partition("-")
         try:
             chosen.extend(range(int(first), int(last) + 1) if dash else [int(first)])
         except ValueError:
-            raise ValueError(f"--channels {text!r}: use indices like 0,2 or ranges like 0-6") from None
+            raise InvalidOption("--channels", text, f"give indices like 0,2, ranges like 0-6, or {GRAY}") from None
     return tuple(chosen)
+
+
+OUTPUT_SUFFIXES = {"tiff": ".tif", "ome-tiff": ".ome.tif"}
+WRITABLE = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
+FILE_LIKE = (*WRITABLE, ".btf", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".jp2", ".svs", ".ndpi")
+
+
+def plan_outputs(inputs: list[str], output: Path, output_format: str) -> list[Job]:
+    """What to write where: `output` is a folder (mirrored from the inputs), or one .tif/.ome.tif file for
+    one input file. A file-like name that cannot be that is refused with what to give instead."""
+    from tilecast.client.archive import GLOB_CHARS, Job, plan_jobs
+
+    if output_format not in OUTPUT_SUFFIXES:
+        raise InvalidOption("--format", output_format, f"use one of {', '.join(OUTPUT_SUFFIXES)}")
+    name = output.name.lower()
+    if output.is_dir() or not name.endswith(FILE_LIKE):
+        jobs = plan_jobs(inputs, output, OUTPUT_SUFFIXES[output_format])
+        if not jobs:
+            raise ValueError(f"no images found in {', '.join(inputs)}")
+        return jobs
+    if not name.endswith(WRITABLE):
+        raise InvalidOption("--output", str(output), "outputs are tiled TIFFs: give a .tif or .ome.tif name for "
+                                                     "one input, or a folder")
+    single = inputs[0] if len(inputs) == 1 else ""
+    if not single or Path(single).is_dir() or GLOB_CHARS & set(single):
+        given = f"{len(inputs)} inputs" if len(inputs) > 1 else f"{single} (a folder or pattern)"
+        raise InvalidOption("--output", str(output), f"names one file, but {given} may hold several images: "
+                                                     "give a folder")
+    return [Job(Path(single), output)]
+
+
+def convert_options(tile_size: int, halo: int, overlap: int, mpp: float, channels: str,
+                    **fields: Any) -> ConvertOptions:
+    """The command's flags as ConvertOptions (which checks them): 0 and -1 mean "the model's"."""
+    from tilecast.client.options import ConvertOptions
+
+    return ConvertOptions(tile_size=tile_size or None, halo=None if halo == -1 else halo,
+                          overlap=None if overlap == -1 else overlap, microns_per_pixel=mpp or None,
+                          channels=parse_channels(channels), **fields)
 
 
 @user_errors
 def convert(
     inputs: Annotated[list[str], typer.Argument(help="Images, folders (recursive) or globs (quote them).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Model name on the server.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder, or a .tif file for one input.")] = (
-        Path(".")),
+    output: Annotated[Path, typer.Option("--output", "-o", help=(
+        "Output folder, or a .tif / .ome.tif file for one input."))] = Path("."),
     server: ServerOption = DEFAULT_SERVER,
-    version: Annotated[int, typer.Option(help="Model version; 0 = newest.")] = 0,
-    tile_size: Annotated[int, typer.Option(help="Tile core edge; 0 = the model's.")] = 0,
+    version: Annotated[int, typer.Option(min=0, help="Model version; 0 = newest.")] = 0,
+    tile_size: Annotated[int, typer.Option(help="Tile core edge, a multiple of 16; 0 = the model's.")] = 0,
     halo: Annotated[int, typer.Option(help="Context per side; -1 = the model's measured halo.")] = -1,
     stitch: Annotated[str, typer.Option(
         help="crop (exact), blend (weighted average of overlapping tiles), or auto: blend where crop is not exact.")
     ] = "auto",
     blend_window: Annotated[str, typer.Option(help="Blend weights: gaussian or linear.")] = "gaussian",
     overlap: Annotated[int, typer.Option(help="Blend: pixels neighbouring tiles share; -1 = 2 x halo.")] = -1,
-    window: Annotated[int, typer.Option(help="Tiles in flight.")] = 32,
+    window: Annotated[int, typer.Option(help="Tiles in flight (1 or more).")] = 32,
     tile_deadline_ms: Annotated[int, typer.Option(
         help="Resend a tile the server has not started within this many ms (0: no per-tile deadline).")] = 0,
     compression: Annotated[str, typer.Option(help="none, zlib, zstd, lzw or jpeg.")] = "zlib",
@@ -74,11 +120,12 @@ def convert(
     output_format: Annotated[str, typer.Option(
         "--format", help="For folders: tiff (tiled BigTIFF) or ome-tiff (pyramidal, .ome.tif).")] = "tiff",
     channels: Annotated[str, typer.Option(
-        help="Input channels or z-planes to feed the model, e.g. 0,2 or 0-6 (default: all).")] = "",
+        help="Input channels or z-planes to feed the model, e.g. 0,2 or 0-6, or gray: RGB to one luminance "
+             "channel (default: all).")] = "",
     stride: Annotated[int, typer.Option(help="Classifiers: heat-map cell in pixels; 0 = the patch size.")] = 0,
     tissue_only: Annotated[bool, typer.Option(
         help="Classifiers: skip background (Otsu on saturation of a low-resolution view).")] = False,
-    min_tissue: Annotated[float, typer.Option(help="Classifiers: tissue fraction a cell needs.")] = 0.25,
+    min_tissue: Annotated[float, typer.Option(help="Classifiers: tissue fraction a cell needs, 0 to 1.")] = 0.25,
     overwrite: Annotated[bool, typer.Option(help="Redo outputs that are already complete.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome of every file as JSON.")] = False,
     wait_s: Annotated[float, typer.Option(
@@ -87,29 +134,15 @@ def convert(
 ) -> None:
     """Run a model over whole images and write tiled BigTIFFs or pyramidal OME-TIFFs (-o x.ome.tif or
     --format ome-tiff); folders are mirrored, finished files skipped."""
-    from tilecast.client.archive import Job, convert_many, plan_jobs
-    from tilecast.client.archive import as_json as outcomes_json
-    from tilecast.client.blending import WINDOWS
-    from tilecast.client.convert import ConvertOptions
+    from tilecast.client.archive import convert_many
     from tilecast.client.remote import Client
 
-    if wait_s < 0:
-        raise ValueError(f"--wait-s {wait_s:g}: give the seconds to wait for a server still loading (0 or more)")
-    if blend_window not in WINDOWS:
-        raise ValueError(f"--blend-window {blend_window!r}: use one of {', '.join(WINDOWS)}")
-    options = ConvertOptions(tile_size=tile_size or None, halo=None if halo < 0 else halo, stitch=stitch,
-                             blend_window=blend_window, overlap=None if overlap < 0 else overlap,
-                             window=window, tile_deadline_ms=tile_deadline_ms, compression=compression, level=level,
-                             microns_per_pixel=mpp or None,
-                             channels=parse_channels(channels), stride=stride, tissue_only=tissue_only,
-                             min_tissue=min_tissue)
-    suffixes = {"tiff": ".tif", "ome-tiff": ".ome.tif"}
-    if output_format not in suffixes:
-        raise ValueError(f"--format {output_format!r}: use tiff or ome-tiff")
-    single_file = len(inputs) == 1 and output.suffix.lower() in (".tif", ".tiff") and Path(inputs[0]).is_file()
-    jobs = [Job(Path(inputs[0]), output)] if single_file else plan_jobs(inputs, output, suffixes[output_format])
-    if not jobs:
-        raise ValueError(f"no images found in {', '.join(inputs)}")
+    if not wait_s >= 0:
+        raise InvalidOption("--wait-s", wait_s, "give the seconds to wait for a server still loading (0 or more)")
+    options = convert_options(tile_size, halo, overlap, mpp, channels, stitch=stitch, blend_window=blend_window,
+                              window=window, tile_deadline_ms=tile_deadline_ms, compression=compression,
+                              level=level, stride=stride, tissue_only=tissue_only, min_tissue=min_tissue)
+    jobs = plan_outputs(inputs, output, output_format)
     with Client(server) as client, Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out, transient=not as_json,
@@ -119,22 +152,33 @@ def convert(
         overall = bar.add_task("all files", total=len(jobs), rate="")
 
         def on_file(job: Job) -> Callable[[int, int], None]:
-            task = bar.add_task(job.source.name, total=None, rate="")
-            started = time.perf_counter()
-            megapixels = level_megapixels(job.source, level, mpp)
-
-            def advance(done: int, total: int) -> None:
-                elapsed = max(time.perf_counter() - started, 1e-6)
-                per_second = megapixels * done / total / elapsed
-                rate = f"{per_second:.1f} MP/s" if megapixels else f"{done / elapsed:.1f} tiles/s"
-                bar.update(task, completed=done, total=total, rate=rate)
-                if done == total:
-                    bar.remove_task(task)
-                    bar.advance(overall)
-
-            return advance
+            return file_progress(bar, overall, job, level_megapixels(job.source, level, mpp))
 
         outcomes = convert_many(client, model, jobs, options, version=version, resume=not overwrite, on_file=on_file)
+    show_outcomes(model, outcomes, as_json)
+
+
+def file_progress(bar: Progress, overall: TaskID, job: Job, megapixels: float) -> Callable[[int, int], None]:
+    """A progress bar for one file, with its rate; removed when the file is done."""
+    task = bar.add_task(job.source.name, total=None, rate="")
+    started = time.perf_counter()
+
+    def advance(done: int, total: int) -> None:
+        elapsed = max(time.perf_counter() - started, 1e-6)
+        per_second = megapixels * done / total / elapsed
+        rate = f"{per_second:.1f} MP/s" if megapixels else f"{done / elapsed:.1f} tiles/s"
+        bar.update(task, completed=done, total=total, rate=rate)
+        if done == total:
+            bar.remove_task(task)
+            bar.advance(overall)
+
+    return advance
+
+
+def show_outcomes(model: str, outcomes: list[Outcome], as_json: bool) -> None:
+    """A table (or JSON) of what became of each file, its warnings, and exit status 1 if any failed."""
+    from tilecast.client.archive import as_json as outcomes_json
+
     if as_json:
         out.print_json(outcomes_json(outcomes))
     else:
@@ -145,6 +189,9 @@ def convert(
             table.add_row(o.source, o.output, status, f"{o.megapixels:.1f}" if o.megapixels else "",
                           f"{o.seconds:.1f}" if o.seconds else "", rate)
         out.print(table)
+        for o in outcomes:
+            for warning in o.warnings:  # e.g. a heat map in which no cell was tissue
+                out.print(f"[yellow]warning:[/] {o.source}: {warning}", highlight=False, soft_wrap=True)
     failed = [o for o in outcomes if o.status == "failed"]
     if not as_json:
         for o in failed:
@@ -194,8 +241,10 @@ def model_rows(server: list[str]) -> list[dict[str, Any]]:
 
 def repository_rows(servers: list[str]) -> list[dict[str, Any]]:
     """The index of each server's repository (a "server" column when there are several)."""
+    from tilecast.client.addresses import server_list
     from tilecast.client.control import RepositoryControl
 
+    servers = server_list(servers)
     rows: list[dict[str, Any]] = []
     for address in servers:
         with RepositoryControl(address) as control:
@@ -211,9 +260,10 @@ ControlServerOption = Annotated[list[str] | None, typer.Option(
 
 def on_each_server(servers: list[str], request: Callable[[RepositoryControl], None], done: str) -> None:
     """Send one repository request to each server in turn, saying "<server>: <done>" after each."""
+    from tilecast.client.addresses import server_list
     from tilecast.client.control import RepositoryControl
 
-    for address in servers:
+    for address in server_list(servers):
         with RepositoryControl(address) as control:
             request(control)
         out.print(f"{address}: {done}", highlight=False)

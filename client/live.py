@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
+from tilecast.client.addresses import channel_target
 from tilecast.client.remote import (
     DEFAULT_MESSAGE_BYTES,
     HEALTH_CHECK,
@@ -33,6 +34,7 @@ from tilecast.client.remote import (
     Client,
     StreamItem,
     TileReply,
+    check_window,
     health_pause,
     reply_from,
     translate,
@@ -54,6 +56,7 @@ class LiveStream:
 
     def __init__(self, client: Client, model: str, *, version: int = 0, window: int = 32,
                  parameters: inference_pb2.ImageParameters | None = None) -> None:
+        check_window(window)
         self._outgoing: queue.Queue[Any] = queue.Queue()
         self._incoming: queue.Queue[Any] = queue.Queue()
         self._slots = threading.Semaphore(window)
@@ -118,8 +121,7 @@ class AsyncClient:
     """The asyncio counterpart of `Client` for applications that already run an event loop."""
 
     def __init__(self, address: str | Sequence[str], *, max_message_bytes: int = DEFAULT_MESSAGE_BYTES) -> None:
-        addresses = [address] if isinstance(address, str) else list(address)
-        target = addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+        target = channel_target([address] if isinstance(address, str) else list(address))
         self.address = target
         self._channel = grpc.aio.insecure_channel(target, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -167,6 +169,7 @@ class AsyncClient:
         return manifest
 
     def live(self, model: str, *, version: int = 0, window: int = 32) -> AsyncLiveStream:
+        check_window(window)  # before the call opens
         return AsyncLiveStream(self._stream_predict(), model, version, window)
 
 

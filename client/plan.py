@@ -16,13 +16,12 @@ import numpy as np
 import numpy.typing as npt
 
 from tilecast.client.blending import WINDOWS, BlendGrid
-from tilecast.client.options import ConvertOptions
+from tilecast.client.options import STITCHES, ConvertOptions
 from tilecast.client.tiling import Box, Grid, Tile
 from tilecast.proto.errors import InvalidArgument
 from tilecast.proto.spec import ModelSpec
 
 Array = npt.NDArray[Any]
-STITCHES = ("auto", "crop", "blend")
 BAND_PX = 512  # classifier patches go in bands this high: a common TIFF tile edge
 
 

@@ -14,8 +14,9 @@ import numpy as np
 import numpy.typing as npt
 from grpc_health.v1 import health_pb2
 
+from tilecast.client.addresses import channel_target
 from tilecast.proto import tensors, wire
-from tilecast.proto.errors import InvalidArgument, TilecastError, error_for_status
+from tilecast.proto.errors import InvalidArgument, InvalidOption, TilecastError, error_for_status
 from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc, manifest_pb2
 
 Array = npt.NDArray[Any]
@@ -93,6 +94,12 @@ def health_pause(outcome: health_pb2.HealthCheckResponse | grpc.RpcError, end: f
     return min(HEALTH_POLL_S, left)
 
 
+def check_window(window: int) -> None:
+    """Refuse a window that would never let a tile go (0 waits forever) or makes no sense (negative)."""
+    if window < 1:
+        raise InvalidOption("--window", window, "give the tiles to keep in flight, 1 or more")
+
+
 def _call(fn: Callable[[], T]) -> T:
     try:
         return fn()
@@ -103,13 +110,13 @@ def _call(fn: Callable[[], T]) -> T:
 class Client:
     """A connection to one or more tilecast servers.
 
-    Several addresses are spread over with gRPC's round_robin policy (`ipv4:a:p1,b:p2` targets).
+    Several addresses are spread over with gRPC's round_robin policy (host names resolved into one
+    `ipv4:a:p1,b:p2` or `ipv6:` target: `tilecast.client.addresses`).
     """
 
     def __init__(self, address: str | Sequence[str], *, max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
                  timeout: float | None = 60.0) -> None:
-        addresses = [address] if isinstance(address, str) else list(address)
-        target = addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+        target = channel_target([address] if isinstance(address, str) else list(address))
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -203,6 +210,7 @@ class Client:
         if tile_deadline_ms < 0:
             raise InvalidArgument(f"a per-tile deadline must be 0 (none) or a positive number of ms, "
                                   f"not {tile_deadline_ms}")
+        check_window(window)
         slots = threading.Semaphore(window)
         finished = threading.Event()
         source_errors: list[BaseException] = []

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,9 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-import tilecast
 from tilecast.export import parity
+from tilecast.export.checks import check_export_config
+from tilecast.export.graph import INPUT_NAME, PARAMETER_NAMES, export_graph, save_basic_optimised
 from tilecast.export.receptive_field import has_global_ops, measure_receptive_radius
 from tilecast.export.sources import KINDS, LoadedModel
 from tilecast.export.wrappers import (
@@ -40,10 +40,9 @@ from tilecast.export.wrappers import (
 from tilecast.proto import manifest as manifest_io
 from tilecast.proto.normalization import percentile_range
 from tilecast.proto.v1 import manifest_pb2
+from tilecast.version import __version__
 
 log = logging.getLogger(__name__)
-INPUT_NAME = "image"
-PARAMETER_NAMES = ("channel_low", "channel_high")  # per-image percentile range, shape (N, C), float32
 FP16_FILE = "model.fp16.onnx"
 WIRE_DTYPES = {"uint8": manifest_pb2.DTYPE_UINT8, "uint16": manifest_pb2.DTYPE_UINT16,
                "float32": manifest_pb2.DTYPE_FLOAT32}
@@ -66,6 +65,9 @@ class ExportConfig:
     fp16: bool = False
     description: str = ""
     command: str = ""  # the command that reproduces the model, recorded in the manifest
+
+    def __post_init__(self) -> None:
+        check_export_config(self)
 
 
 def next_version(model_dir: Path) -> int:
@@ -112,61 +114,6 @@ def output_specs(source: LoadedModel, config: ExportConfig) -> list[manifest_pb2
     return [manifest_pb2.TensorSpec(name="scores", dtype=manifest_pb2.DTYPE_FLOAT32, channels=source.out_channels,
                                     layout=manifest_pb2.LAYOUT_NC,
                                     interpretation=interp.OUTPUT_INTERPRETATION_CLASS_PROBABILITIES)]
-
-
-def export_graph(module: nn.Module, example: torch.Tensor, path: Path, *, opset: int, multiple: int,
-                 max_size: int, output_names: list[str], layout: str, scripted: bool = False,
-                 parameters: int = 0) -> None:
-    """Dynamic batch, height and width; height and width are declared as multiples of `multiple`.
-    With `parameters` channels, two more (N, C) float32 inputs carry each image's percentile range."""
-    extra = tuple(torch.zeros(example.shape[0], parameters) + k for k in (0.0, 255.0)) if parameters else ()
-    input_names = [INPUT_NAME, *PARAMETER_NAMES[:len(extra)]]
-    with warnings.catch_warnings():
-        # torch's exporter trips over its own deprecations; nothing a user can act on.
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message="no signature found", category=UserWarning)
-        warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)  # shared batch axis
-        h_axis, w_axis = (1, 2) if layout == "NHWC" else (2, 3)
-        if scripted:  # TorchScript goes through the TorchScript-based exporter
-            axes = {0: "batch", h_axis: "height", w_axis: "width"}
-            batch_only = {n: {0: "batch"} for n in [*input_names[1:], *output_names]}
-            torch.onnx.export(module, (example, *extra), str(path), dynamo=False, opset_version=opset,
-                              input_names=input_names, output_names=output_names,
-                              dynamic_axes={INPUT_NAME: axes, **batch_only})
-            return
-        batch = torch.export.Dim("batch", min=1, max=1024)
-        h = torch.export.Dim("h_cells", min=2, max=max(2, max_size // multiple))
-        w = torch.export.Dim("w_cells", min=2, max=max(2, max_size // multiple))
-        arg_names = _forward_arg_names(module)
-        shapes: dict[str, Any] = {arg_names[0]: {0: batch, h_axis: multiple * h, w_axis: multiple * w}}
-        shapes.update({name: {0: batch} for name in arg_names[1:1 + len(extra)]})
-        program = torch.onnx.export(
-            module, (example, *extra), dynamo=True, external_data=False, opset_version=opset, verbose=False,
-            input_names=input_names, output_names=output_names, dynamic_shapes=shapes,
-        )
-        if program is None:
-            raise RuntimeError("torch.onnx.export returned no program")
-        program.save(str(path), external_data=False)
-
-
-def _forward_arg_names(module: nn.Module) -> list[str]:
-    import inspect
-
-    return [p for p in inspect.signature(module.forward).parameters if p != "self"]
-
-
-def save_basic_optimised(path: Path) -> None:
-    """Replace the graph with ONNX Runtime's BASIC-level optimisation of it (constant folding, redundant
-    node removal): portable across machines and execution providers, unlike the higher levels."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    optimised = path.with_suffix(".basic.onnx")
-    options.optimized_model_filepath = str(optimised)
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    os.replace(optimised, path)
 
 
 def measure_halo(source: LoadedModel) -> tuple[int, int, bool]:
@@ -300,7 +247,7 @@ def _export_into(staging: Path, source: LoadedModel, config: ExportConfig, radiu
             training_data=str(source.training.get("training_data", "")), command=t.command,
             architecture=source.description, metrics=source.training.get("metrics", {}), parity=checks,
             created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            tilecast_version=tilecast.__version__,
+            tilecast_version=__version__,
             exporter=f"torch {torch.__version__} {'torchscript' if source.scripted else 'dynamo'}", opset=t.opset),
         backends=["onnxruntime"],
     )

@@ -10,6 +10,8 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from tilecast.export.graph import export_graph
+
 Array = npt.NDArray[Any]
 
 
@@ -22,8 +24,6 @@ def _session(path: Path) -> Any:
 def float_core(core: nn.Module, in_channels: int, multiple: int, scratch: Path, opset: int,
                scripted: bool) -> dict[str, float]:
     """The float network alone, exported and compared on random input: max absolute difference."""
-    from tilecast.export.onnx_export import export_graph
-
     path = scratch / "core.check.onnx"
     side = max(2, -(-64 // multiple)) * multiple
     example = torch.randn(2, in_channels, side, side, generator=torch.Generator().manual_seed(1))

@@ -50,6 +50,25 @@ class InvalidArgument(TilecastError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class InvalidOption(InvalidArgument):
+    """A value a person gave (a command-line option, or the API field behind it) is out of range or not one
+    of its choices. `option` names it as the user spells it (`--tile-size`); the message says what is valid.
+    The command line exits with status 2 (a usage error) for these."""
+
+    def __init__(self, option: str, value: object, valid: str) -> None:
+        super().__init__(f"{option} {shown(value)}: {valid}")
+        self.option = option
+
+
+def shown(value: object) -> str:
+    """A value as a person typed it: strings quoted, whole floats without '.0'."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 class NotFound(TilecastError):
     """No such model, version or file."""
 

@@ -17,7 +17,6 @@ from typing import cast
 
 import numpy as np
 
-from tilecast import __version__
 from tilecast.proto import tensors
 from tilecast.proto.errors import InvalidArgument, NotFound, TilecastError, Unavailable, echo
 from tilecast.proto.spec import ModelSpec
@@ -36,6 +35,7 @@ from tilecast.server.servicer import (
     unary_errors,
 )
 from tilecast.server.validation import checked_range
+from tilecast.version import __version__
 
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 DATATYPES: dict[int, str] = {  # wire dtype -> the protocol's datatype name

@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 import typer
 
-from tilecast.console import out, user_errors
+from tilecast.console import int_list, out, user_errors
 from tilecast.local import child_process, free_port, serve_command
 
 Tile = np.ndarray
@@ -326,12 +326,13 @@ def bench(
     repository: Annotated[Path, typer.Option(help="Repository holding the model (for the in-process run).")] = Path(
         "models"),
     server: Annotated[str, typer.Option(help="host:port of a running server; empty starts one.")] = "",
-    tile: Annotated[int, typer.Option(help="Tile edge in pixels.")] = 256,
+    tile: Annotated[int, typer.Option(min=1, help="Tile edge in pixels.")] = 256,
     concurrency: Annotated[str, typer.Option(help="Tiles in flight to sweep, comma-separated.")] = "1,2,4,8",
-    seconds: Annotated[float, typer.Option(help="Duration of each throughput point, per side.")] = 6.0,
-    rounds: Annotated[int, typer.Option(help="Alternating server/in-process slices per point.")] = 3,
-    samples: Annotated[int, typer.Option(help="Round trips per latency measurement.")] = 200,
-    threads: Annotated[int, typer.Option(help="Engine threads, for the server started here and in-process.")] = 0,
+    seconds: Annotated[float, typer.Option(min=0.1, help="Duration of each throughput point, per side.")] = 6.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating server/in-process slices per point.")] = 3,
+    samples: Annotated[int, typer.Option(min=1, help="Round trips per latency measurement.")] = 200,
+    threads: Annotated[int, typer.Option(
+        min=0, help="Engine threads, for the server started here and in-process; 0 = all cores.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
 ) -> None:
     """Measure the server against the engine in-process and the gRPC transport floor."""
@@ -340,7 +341,7 @@ def bench(
     from tilecast.proto import tensors
 
     threads = threads or os.cpu_count() or 1
-    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    levels = int_list("--concurrency", concurrency)
     echo_port = free_port()
     with contextlib.ExitStack() as stack:
         if not server:

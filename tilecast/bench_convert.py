@@ -16,8 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
-from tilecast.console import out, user_errors
+from tilecast.console import int_list, out, user_errors
 from tilecast.local import child_process, free_port, serve_command, timed_child
+from tilecast.proto.errors import InvalidOption
 
 TILE = 512
 
@@ -62,10 +63,14 @@ def bench_convert(
     """No-op pipeline throughput vs a tifffile copy, and client peak memory, per image size."""
     from rich.table import Table
 
+    from tilecast.client.options import ConvertOptions
     from tilecast.demo import build_input
     from tilecast.export.identity import write_identity_model
 
-    edges = [int(s) for s in sizes.split(",") if s.strip()]
+    edges = int_list("--sizes", sizes, minimum=TILE)
+    ConvertOptions(compression=compression, stitch=stitch)  # checks both
+    if stitch not in ("crop", "blend"):
+        raise InvalidOption("--stitch", stitch, "use crop or blend")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         root = Path(tmp)
         write_identity_model(root / "models", channels=3, tile_size=TILE)

@@ -59,8 +59,8 @@ def bench_monai(
     monai_python: Annotated[Path, typer.Option(help="Python of an environment with torch, monai, onnxruntime.")],
     repository: Annotated[Path, typer.Option(help="Model repository.")] = Path("models"),
     model: Annotated[str, typer.Option(help="Model to run (a generator).")] = "ihc-colorize",
-    size: Annotated[int, typer.Option(help="Edge of the input image in pixels.")] = 8192,
-    threads: Annotated[int, typer.Option(help="ONNX Runtime threads on both sides; 0 = all cores.")] = 0,
+    size: Annotated[int, typer.Option(min=512, help="Edge of the input image in pixels.")] = 8192,
+    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads on both sides; 0 = all cores.")] = 0,
     workdir: Annotated[Path | None, typer.Option(help="Where to build the input and outputs.")] = None,
 ) -> None:
     """Wall time and peak memory, tilecast vs MONAI sliding_window_inference, on one large image."""

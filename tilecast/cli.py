@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import typer
 
-from tilecast import __version__, bench, bench_convert, bench_monai, demo
+from tilecast import bench, bench_convert, bench_monai, demo
 from tilecast.client import cli as client_cli
 from tilecast.console import out
 from tilecast.export import cli as export_cli
 from tilecast.server import cli as server_cli
 from tilecast.training import cli as training_cli
+from tilecast.version import __version__
 
 app = typer.Typer(
     name="tilecast", no_args_is_help=True, pretty_exceptions_enable=False,

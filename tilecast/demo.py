@@ -88,7 +88,7 @@ def convert_with_progress(client: Client, model: str, source: Path, result: Path
 def demo(
     output: Annotated[Path, typer.Option(help="Folder for the inputs, outputs and previews.")] = Path("demo-output"),
     repository: Annotated[Path, typer.Option(help="Model repository.")] = Path("models"),
-    size: Annotated[int, typer.Option(help="Edge of the generated input images in pixels.")] = 4096,
+    size: Annotated[int, typer.Option(min=BLOCK, help="Edge of the generated input images in pixels.")] = 4096,
 ) -> None:
     """Run the end-to-end demo: build 4096x4096 inputs, serve, colourise one, map density over the other,
     segment nuclei in a fluorescence field."""

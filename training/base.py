@@ -18,10 +18,12 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from tilecast.training.checks import check_config
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -48,6 +50,11 @@ class LoopConfig:
     tensorboard: bool = True
     amp: bool = True  # mixed precision, on CUDA only
     device: str = "auto"  # auto, cpu, cuda
+
+    TASK: ClassVar[str] = ""  # what the loop's architecture must be for: generator, segmenter, classifier
+
+    def __post_init__(self) -> None:
+        check_config(self, self.TASK)
 
 
 @dataclass(frozen=True)

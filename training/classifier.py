@@ -20,6 +20,7 @@ from tilecast.training.models import create_model
 
 @dataclass(frozen=True)
 class ClassifierConfig(LoopConfig):
+    TASK = "classifier"
     data: str = "skimage:ihc-density"  # or a folder with one subfolder per class (train/, val/ inside)
     out: str = "runs/classifier"
     arch: str = "resnet_classifier"

@@ -23,6 +23,7 @@ from tilecast.training.models.generators import PatchDiscriminator
 
 @dataclass(frozen=True)
 class CycleGanConfig(LoopConfig):
+    TASK = "generator"
     data: str = ""  # folder with trainA/ trainB/ (testA/ testB/)
     out: str = "runs/cyclegan"
     arch: str = "resnet_6blocks"

@@ -23,6 +23,7 @@ from tilecast.training.models.generators import PatchDiscriminator
 
 @dataclass(frozen=True)
 class Pix2PixConfig(LoopConfig):
+    TASK = "generator"
     data: str = "skimage:ihc"  # or a folder with A/ and B/, or side-by-side AB images (train/, val/ inside)
     out: str = "runs/pix2pix"
     arch: str = "resnet_6blocks"

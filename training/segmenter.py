@@ -21,6 +21,7 @@ from tilecast.training.models import create_model
 
 @dataclass(frozen=True)
 class SegmenterConfig(LoopConfig):
+    TASK = "segmenter"
     data: str = "synthetic:nuclei"  # or a folder with images/ and masks/ (train/, val/ inside)
     out: str = "runs/segmenter"
     arch: str = "unet_segmenter"

@@ -38,22 +38,22 @@ def test_user_mistakes_are_one_clear_line(tmp_path: Path, server: ServerThread) 
     gray = tmp_path / "gray.tif"
     tifffile.imwrite(gray, np.zeros((64, 64), np.uint8))
     cases = [
-        (["convert", str(tmp_path / "missing.tif"), "-m", RGB_MODEL, "-s", address], "no such file"),
+        (["convert", str(tmp_path / "missing.tif"), "-m", RGB_MODEL, "-s", address], "no such file", 1),
         (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "-o", str(tmp_path / "o.tif")],
-         "has 1 channel(s); model rgb-generator takes 3"),
-        (["convert", str(gray), "-m", "nope", "-s", address], "model 'nope' not found"),
-        (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--mpp", "0.5"], "does not record its pixel size"),
+         "has 1 channel(s); model rgb-generator takes 3", 1),
+        (["convert", str(gray), "-m", "nope", "-s", address], "model 'nope' not found", 1),
+        (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--mpp", "0.5"], "does not record its pixel size", 1),
         (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--tile-deadline-ms", "-5", "--channels", "0,0,0"],
-         "a per-tile deadline must be 0 (none) or a positive number of ms, not -5"),
+         "a per-tile deadline must be 0 (none) or a positive number of ms, not -5", 2),
         (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--blend-window", "cosine"],
-         "--blend-window 'cosine': use one of gaussian, linear"),
+         "--blend-window 'cosine': use one of gaussian, linear", 2),
         (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--stitch", "blend", "--overlap", "7",
-          "--channels", "0,0,0"], "blend overlap 7 must be a multiple"),
-        (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--wait-s", "-1"], "--wait-s -1: give the seconds"),
+          "--channels", "0,0,0"], "blend overlap 7 must be a multiple", 1),
+        (["convert", str(gray), "-m", RGB_MODEL, "-s", address, "--wait-s", "-1"], "--wait-s -1: give the seconds", 2),
     ]
-    for args, message in cases:
+    for args, message, status in cases:  # 2: a value bad on its face (a usage error); 1: bad for this file/model
         result = runner.invoke(app, args)
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == status, result.output
         assert message in " ".join(result.output.split()), result.output
         assert "Traceback" not in result.output
     assert not (tmp_path / "o.tif").exists()
