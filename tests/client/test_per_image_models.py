@@ -164,8 +164,9 @@ def test_heat_map_carries_the_input_pixel_size_times_the_stride(client: Client, 
 
 def test_an_all_background_heat_map_is_reported(client: Client, tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "slide.tif", _slide(160, 256))
-    result = convert_image(client, "patches", tmp_path / "slide.tif", tmp_path / "heat.tif",
-                           ConvertOptions(tissue_only=True, min_tissue=2.0))  # a typo for 0.2
+    tifffile.imwrite(tmp_path / "glass.tif", np.full((160, 256, 3), 242, np.uint8))  # no tissue anywhere
+    result = convert_image(client, "patches", tmp_path / "glass.tif", tmp_path / "heat.tif",
+                           ConvertOptions(tissue_only=True))
     assert result.tiles == 0
     assert np.isnan(tifffile.imread(tmp_path / "heat.tif")).all()
     assert len(result.warnings) == 1 and "--min-tissue" in result.warnings[0]
