@@ -45,6 +45,8 @@ def serve(
     load_model: Annotated[list[str] | None, _opt(
         "LOAD_MODEL", "Under --model-control explicit: a model to load at start (repeat; '*' for all).")] = None,
     grace_period_s: Annotated[float, _opt("GRACE_PERIOD_S", "Time to finish work in flight at shutdown.")] = 10.0,
+    stream_idle_timeout_s: Annotated[float, _opt(
+        "STREAM_IDLE_TIMEOUT_S", "End a stream that sends nothing this long, every answer sent (0: never).")] = 60.0,
     kserve: Annotated[bool, _opt("KSERVE", "Also serve the KServe v2 protocol, for Triton and KServe clients.")] = True,
     log_level: Annotated[str, _opt("LOG_LEVEL")] = "INFO",
     log_format: Annotated[str, _opt("LOG_FORMAT", "text or json.")] = "text",
@@ -62,7 +64,8 @@ def serve(
         providers=tuple(p.strip() for p in providers.split(",") if p.strip()), trt_fp16=trt_fp16,
         max_message_bytes=max_message_mb * 1024 * 1024, repository_poll_s=repository_poll_s,
         model_control=model_control, load_models=tuple(load_model or ()),
-        grace_period_s=grace_period_s, kserve=kserve, log_level=log_level, log_format=log_format,
+        grace_period_s=grace_period_s, stream_idle_timeout_s=stream_idle_timeout_s, kserve=kserve,
+        log_level=log_level, log_format=log_format,
     )
     configure(log_level, log_format)
     try:

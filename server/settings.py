@@ -34,6 +34,9 @@ class Settings:
     model_control: str = ""
     load_models: tuple[str, ...] = ()
     grace_period_s: float = 10.0
+    stream_idle_timeout_s: float = 60.0
+    """A stream that sends no message for this long while every answer has been sent is ended
+    (DEADLINE_EXCEEDED), so that clients holding streams open cannot fill the call limit; 0: never."""
     kserve: bool = True  # also serve the KServe v2 protocol (inference.GRPCInferenceService) for Triton clients
     log_level: str = "INFO"
     log_format: str = "text"  # or "json"
@@ -53,6 +56,7 @@ class Settings:
             "max_message_bytes": self.max_message_bytes >= 1024,
             "repository_poll_s": self.repository_poll_s >= 0,
             "grace_period_s": self.grace_period_s >= 0,
+            "stream_idle_timeout_s": self.stream_idle_timeout_s >= 0,
             "log_format": self.log_format in ("text", "json"),
         }
         bad = [name for name, ok in checks.items() if not ok]
