@@ -1,0 +1,120 @@
+"""The gRPC boundary: messages that are not protobuf are INVALID_ARGUMENT on every method of both
+services, cost no memory, and leave a server that still stops on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.conftest import RGB_MODEL
+from tilecast.client.remote import Client
+from tilecast.local import free_port
+from tilecast.proto.v1 import inference_pb2, kserve_v2_pb2
+from tilecast.server.app import ServerThread
+
+GARBAGE = b"\xff\xff\xff\xff\x0f not protobuf"  # an invalid field key: no parser takes it
+
+
+def _methods() -> list[tuple[str, bool]]:
+    """Every method of both services, by path, and whether it streams."""
+    return [(f"/{service.full_name}/{method.name}", method.client_streaming)
+            for service in (inference_pb2.DESCRIPTOR.services_by_name["Inference"],
+                            kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"])
+            for method in service.methods]
+
+
+def _send_garbage(channel: grpc.Channel, path: str, streaming: bool, count: int = 1) -> grpc.RpcError:
+    """Send bytes that do not parse; the error the call ends with."""
+    with pytest.raises(grpc.RpcError) as caught:
+        if streaming:
+            list(channel.stream_stream(path)(iter([GARBAGE] * count), timeout=30))
+        else:
+            channel.unary_unary(path)(GARBAGE, timeout=30)
+    return caught.value
+
+
+@pytest.mark.parametrize(("path", "streaming"), _methods())
+def test_unparsable_messages_are_invalid_argument(server: ServerThread, path: str, streaming: bool) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        error = _send_garbage(channel, path, streaming)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error  # type: ignore[attr-defined]
+    assert "not a valid request" in str(error.details())  # type: ignore[attr-defined]
+    with Client(f"127.0.0.1:{server.port}") as client:
+        assert client.list_models()
+
+
+def _serve(repository: Path) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tilecast", "serve", "--repository", str(repository), "--port", str(port),
+         "--metrics-port", "-1", "--grace-period-s", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    Client(f"127.0.0.1:{port}").wait_ready(timeout=120)
+    return process, port
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _garbage_calls(channel: grpc.Channel, count: int) -> Iterator[grpc.StatusCode]:
+    call = channel.unary_unary("/tilecast.v1.Inference/ListModels")
+    for start in range(0, count, 100):  # 100 in flight at a time
+        futures = [call.future(GARBAGE, timeout=30) for _ in range(min(100, count - start))]
+        for future in futures:
+            yield future.exception().code()  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's RSS from /proc")
+def test_unparsable_requests_cost_no_memory(model_repository: Path) -> None:
+    process, port = _serve(model_repository)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert set(_garbage_calls(channel, 1000)) == {grpc.StatusCode.INVALID_ARGUMENT}  # warm up
+            before = _rss_mb(process.pid)
+            assert set(_garbage_calls(channel, 10_000)) == {grpc.StatusCode.INVALID_ARGUMENT}
+            grown = _rss_mb(process.pid) - before
+        assert grown < 20, f"the server's RSS grew {grown:.0f} MB over 10,000 unparsable requests"
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def test_sigterm_stops_the_server_after_garbage_on_a_stream(model_repository: Path) -> None:
+    process, port = _serve(model_repository)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for path in ("/tilecast.v1.Inference/StreamPredict", "/inference.GRPCInferenceService/ModelStreamInfer"):
+                for _ in range(2):
+                    error = _send_garbage(channel, path, streaming=True, count=2)
+                    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+            header = inference_pb2.StreamPredictRequest(header=inference_pb2.StreamHeader(model=RGB_MODEL))
+            error = _send_garbage_after(channel, header.SerializeToString())
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+        assert process.returncode == 0, output
+        assert time.monotonic() - signalled < 15
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _send_garbage_after(channel: grpc.Channel, header: bytes) -> grpc.RpcError:
+    """A valid header, then two messages that do not parse."""
+    with pytest.raises(grpc.RpcError) as caught:
+        list(channel.stream_stream("/tilecast.v1.Inference/StreamPredict")(iter([header, GARBAGE, GARBAGE]),
+                                                                          timeout=30))
+    return caught.value
