@@ -9,6 +9,7 @@ tritonclient sends) or as typed values (`contents`); outputs always go back raw.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import cast
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from tilecast import __version__
 from tilecast.proto import tensors
-from tilecast.proto.errors import InvalidArgument, NotFound, TilecastError, Unavailable
+from tilecast.proto.errors import Internal, InvalidArgument, NotFound, TilecastError, Unavailable
 from tilecast.proto.v1 import inference_pb2, kserve_v2_pb2_grpc, manifest_pb2
 from tilecast.proto.v1 import kserve_v2_pb2 as v2
 from tilecast.server.backends.base import Array
@@ -34,6 +35,8 @@ from tilecast.server.servicer import (
 )
 from tilecast.server.streams import IdleWatch, Job, Leases, StreamRunner, answered, stacked
 from tilecast.server.validation import checked_range, range_input_names
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 DATATYPES: dict[int, str] = {  # wire dtype -> the protocol's datatype name
@@ -357,6 +360,9 @@ class _InferMessages:
             samples = _samples(served, _inputs(request))
         except TilecastError as exc:
             return answered(self._failed(request, exc))
+        except Exception as exc:  # a bug met by one request: that request's error, not the stream's end
+            log.exception("unexpected error in a ModelStreamInfer request")
+            return answered(self._failed(request, Internal(f"internal server error: {type(exc).__name__}: {exc}")))
         nbytes = sum(sample[served.check.input_name].nbytes for sample in samples)
         return Job(samples, served.batcher, self._answer, self._deadline, nbytes, (request, served, wanted))
 
