@@ -44,8 +44,8 @@ def _send_garbage(channel: grpc.Channel, path: str, streaming: bool, count: int 
 def test_unparsable_messages_are_invalid_argument(server: ServerThread, path: str, streaming: bool) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         error = _send_garbage(channel, path, streaming)
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error  # type: ignore[attr-defined]
-    assert "not a valid request" in str(error.details())  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert "not a valid request" in str(error.details())
     with Client(f"127.0.0.1:{server.port}") as client:
         assert client.list_models()
 
@@ -72,7 +72,7 @@ def _garbage_calls(channel: grpc.Channel, count: int) -> Iterator[grpc.StatusCod
     for start in range(0, count, 100):  # 100 in flight at a time
         futures = [call.future(GARBAGE, timeout=30) for _ in range(min(100, count - start))]
         for future in futures:
-            yield future.exception().code()  # type: ignore[union-attr]
+            yield future.exception().code()
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's RSS from /proc")
@@ -108,7 +108,7 @@ def test_sigterm_stops_the_server_after_garbage_on_a_stream(model_repository: Pa
             raise AssertionError("the server did not stop within 20 s of SIGTERM") from None
         assert process.returncode == 0, output
         assert time.monotonic() - signalled < 15
-        assert {e.code() for e in errors} == {grpc.StatusCode.INVALID_ARGUMENT}  # type: ignore[attr-defined]
+        assert {e.code() for e in errors} == {grpc.StatusCode.INVALID_ARGUMENT}
     finally:
         if process.poll() is None:
             process.kill()
