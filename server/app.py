@@ -18,11 +18,13 @@ from grpc_reflection.v1alpha import reflection
 
 from tilecast.proto import tile_reader, wire
 from tilecast.proto.v1 import inference_pb2
+from tilecast.server.boundary import CallSlots, add_service
 from tilecast.server.metrics import Metrics
 from tilecast.server.models import ModelManager
 from tilecast.server.repository import require_repository
 from tilecast.server.servicer import InferenceServicer
 from tilecast.server.settings import Settings
+from tilecast.server.streams import IdleWatch
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +33,18 @@ HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def add_inference_service(servicer: InferenceServicer, server: grpc.Server) -> None:
-    """Register the Inference methods as the generated code would, but with a serializer that also
-    passes through responses the servicer has already encoded (`tilecast.proto.wire`), and tiles
-    read without copying their pixels (`tilecast.proto.tile_reader`)."""
-    handlers = {}
-    for method in inference_pb2.DESCRIPTOR.services_by_name["Inference"].methods:
-        make = {(False, False): grpc.unary_unary_rpc_method_handler,
-                (True, True): grpc.stream_stream_rpc_method_handler}[
-            (method.client_streaming, method.server_streaming)]
-        parse = getattr(inference_pb2, method.input_type.name).FromString
-        if method.name == "StreamPredict":
-            parse = tile_reader.read_stream_request
-        elif method.name == "Predict":
-            parse = tile_reader.read_predict_request
-        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=parse,
-                                     response_serializer=wire.serialize)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+# Threads beyond the call limit, for health checks, reflection and refusing calls over the limit: these
+# are never counted, so a server whose calls are all taken still answers its probes.
+_SPARE_THREADS = 16
+
+
+def add_inference_service(servicer: InferenceServicer, server: grpc.Server, slots: CallSlots) -> None:
+    """Register the Inference methods with a serializer that also passes through responses the servicer
+    has already encoded (`tilecast.proto.wire`), and tiles read without copying their pixels
+    (`tilecast.proto.tile_reader`)."""
+    service = inference_pb2.DESCRIPTOR.services_by_name["Inference"]
+    add_service(server, service, servicer, slots, wire.serialize, {
+        "StreamPredict": tile_reader.read_stream_request, "Predict": tile_reader.read_predict_request})
 
 
 class TilecastServer:
@@ -68,6 +64,8 @@ class TilecastServer:
         self._server: grpc.Server | None = None
         self._poller: asyncio.Task[None] | None = None
         self._accepting = False  # between start and the beginning of a shutdown
+        self._slots = CallSlots(settings.max_concurrent_calls)
+        self._idle = IdleWatch(settings.stream_idle_timeout_s)
 
     def _set_model_health(self, name: str, ready: bool) -> None:
         self._health.set(name, SERVING if ready else NOT_SERVING)
@@ -84,14 +82,18 @@ class TilecastServer:
         require_repository(self.settings.repository)  # a typo in the path is the first thing to report
         limit = self.settings.max_message_bytes
         calls = self.settings.max_concurrent_calls
+        # The inference services' calls are limited by `self._slots` (RESOURCE_EXHAUSTED beyond it, not
+        # a call stuck waiting for a thread); gRPC's own limit, which counts every call, health checks
+        # included, only bounds the spare threads' queue.
         server = grpc.server(
-            ThreadPoolExecutor(max_workers=calls, thread_name_prefix="call"),
+            ThreadPoolExecutor(max_workers=calls + _SPARE_THREADS, thread_name_prefix="call"),
             # so_reuseport 0: grpc's default lets a second server bind the same port and share its clients
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
                      ("grpc.so_reuseport", 0)],
-            maximum_concurrent_rpcs=calls,  # beyond it: RESOURCE_EXHAUSTED, not a call stuck for a thread
+            maximum_concurrent_rpcs=calls + _SPARE_THREADS,
         )
-        add_inference_service(InferenceServicer(self.models, self.metrics, self.settings), server)
+        add_inference_service(InferenceServicer(self.models, self.metrics, self.settings, self._idle), server,
+                              self._slots)
         services = [SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME]
         if self.settings.kserve:
             services.append(self._add_kserve(server))
@@ -129,13 +131,14 @@ class TilecastServer:
     def _add_kserve(self, server: grpc.Server) -> str:
         """Serve the KServe v2 protocol too; returns its service name. Imported only when wanted: its
         messages (package `inference`) would clash with a Triton client's in the same process."""
-        from tilecast.proto.v1 import kserve_v2_pb2_grpc
+        from tilecast.proto import wire
+        from tilecast.proto.v1 import kserve_v2_pb2
         from tilecast.server import kserve
 
-        kserve_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            kserve.KServeServicer(self.models, self.metrics, lambda: self._accepting,
-                                  stream_window=min(16, self.settings.max_tiles_in_flight_per_stream)),  # a thread each
-            server)
+        servicer = kserve.KServeServicer(self.models, self.metrics, lambda: self._accepting,
+                                         self.settings.max_tiles_in_flight_per_stream, self._idle)
+        add_service(server, kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"], servicer,
+                    self._slots, wire.serialize)
         return kserve.SERVICE_NAME
 
     async def stop(self, grace: float | None = None) -> None:
@@ -149,6 +152,7 @@ class TilecastServer:
         if self._server is not None:
             stopped = self._server.stop(self.settings.grace_period_s if grace is None else grace)
             await asyncio.get_running_loop().run_in_executor(None, stopped.wait)
+        self._idle.close()
         await self.models.close()
         self.metrics.stop_http()
 

@@ -9,20 +9,19 @@ tritonclient sends) or as typed values (`contents`); outputs always go back raw.
 
 from __future__ import annotations
 
-import queue
-import threading
+import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 import numpy as np
 
 from tilecast.proto import tensors
-from tilecast.proto.errors import InvalidArgument, NotFound, TilecastError, Unavailable, echo
+from tilecast.proto.errors import Internal, InvalidArgument, NotFound, TilecastError, Unavailable, echo
 from tilecast.proto.spec import ModelSpec
 from tilecast.proto.v1 import inference_pb2, kserve_v2_pb2_grpc, manifest_pb2
 from tilecast.proto.v1 import kserve_v2_pb2 as v2
 from tilecast.server.backends.base import Array
+from tilecast.server.boundary import bounded
 from tilecast.server.metrics import Metrics
 from tilecast.server.models import ModelManager, Served
 from tilecast.server.servicer import (
@@ -34,8 +33,11 @@ from tilecast.server.servicer import (
     stream_errors,
     unary_errors,
 )
+from tilecast.server.streams import IdleWatch, Job, Leases, StreamRunner, answered, stacked
 from tilecast.server.validation import checked_range
 from tilecast.version import __version__
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 DATATYPES: dict[int, str] = {  # wire dtype -> the protocol's datatype name
@@ -219,13 +221,15 @@ def _statistics(served: Served) -> v2.ModelStatistics:
 
 class KServeServicer(RequestCounter, kserve_v2_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, models: ModelManager, metrics: Metrics, accepting: Callable[[], bool],
-                 stream_window: int) -> None:
+                 stream_window: int, idle: IdleWatch) -> None:
         """`accepting` says whether the server takes new work (false while it shuts down);
-        `stream_window` is how many requests of one ModelStreamInfer call are computed at once."""
+        `stream_window` is how many tiles of one ModelStreamInfer call are in flight at once; `idle`
+        ends the streams that send nothing for too long."""
         self._models = models
         self._metrics = metrics
         self._accepting = accepting
         self._stream_window = stream_window
+        self._idle = idle
 
     @unary_errors
     def ServerLive(self, request: v2.ServerLiveRequest, context: Context) -> v2.ServerLiveResponse:
@@ -314,20 +318,13 @@ class KServeServicer(RequestCounter, kserve_v2_pb2_grpc.GRPCInferenceServiceServ
                          record: CallRecord) -> Iterator[v2.ModelStreamInferResponse]:
         """Several requests computed at once, so one stream's tiles batch; answers in the order they
         finish (matched by id). A request that fails is answered with its error; the stream goes on."""
-        def answer(request: v2.ModelInferRequest) -> v2.ModelStreamInferResponse:
-            record.model = record.model or request.model_name
-            try:
-                response = v2.ModelStreamInferResponse(
-                    infer_response=self._infer(request, context, books_after_send=False))
-            except TilecastError as exc:
-                self.count(request.model_name, "ModelStreamInfer", exc.code.name)
-                return v2.ModelStreamInferResponse(error_message=str(exc), infer_response=v2.ModelInferResponse(
-                    model_name=request.model_name, model_version=request.model_version, id=request.id))
-            self.count(request.model_name, "ModelStreamInfer", "OK")
-            return response
-
         record.counts_requests = True
-        yield from _RequestStream(answer, self._stream_window).run(requests)
+        infers = _InferMessages(self._models, self.count, record, deadline_of(context))
+        try:
+            yield from StreamRunner(infers.accept, self._stream_window, context, self._idle,
+                                    "stream-requests").run(requests)
+        finally:
+            infers.leases.close()
 
     def _infer(self, request: v2.ModelInferRequest, context: Context, *,
                books_after_send: bool) -> v2.ModelInferResponse:
@@ -335,69 +332,55 @@ class KServeServicer(RequestCounter, kserve_v2_pb2_grpc.GRPCInferenceServiceServ
             wanted = _requested(served.spec, request)
             outputs, _ = run_batch(served, _samples(served, _inputs(request), wanted), deadline_of(context), context,
                                    books_after_send=books_after_send)
-            response = v2.ModelInferResponse(
-                model_name=served.entry.name, model_version=str(served.entry.version), id=request.id)
-            for index in wanted:
-                code, array = tensors.packed(outputs[index])
-                response.outputs.add(name=served.manifest.outputs[index].name, datatype=DATATYPES[code],
-                                     shape=array.shape)
-                response.raw_output_contents.append(array.tobytes())
-            return response
+            return _response(served, request, wanted, outputs)
 
 
-_END = object()  # the last item of a stream's answers
+def _response(served: Served, request: v2.ModelInferRequest, wanted: tuple[int, ...],
+              outputs: list[Array]) -> v2.ModelInferResponse:
+    """The outputs asked for, raw, as a ModelInferResponse."""
+    response = v2.ModelInferResponse(model_name=served.entry.name, model_version=str(served.entry.version),
+                                     id=request.id)
+    for index in wanted:
+        code, array = tensors.packed(outputs[index])
+        response.outputs.add(name=served.manifest.outputs[index].name, datatype=DATATYPES[code], shape=array.shape)
+        response.raw_output_contents.append(array.tobytes())
+    return response
 
 
-class _RequestStream:
-    """One ModelStreamInfer call. A reader thread takes requests and hands each to a worker thread,
-    which computes it as a unary call would (queued with everyone's tiles, computed by whichever
-    waiting thread finds an engine free); the call's thread sends answers as they come. At most
-    `window` requests are in flight: with the window full, the reader waits, and gRPC's flow control
-    holds the client back."""
+class _InferMessages:
+    """ModelStreamInfer's requests for the stream runner: each one a job of its tiles, answered with its
+    outputs or its error (Triton's error_message); each counted with its own code."""
 
-    def __init__(self, answer: Callable[[v2.ModelInferRequest], v2.ModelStreamInferResponse], window: int) -> None:
-        self._answer = answer
-        self._window = window
-        self._slots = threading.Semaphore(window)
-        self._answers: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._workers = ThreadPoolExecutor(window, thread_name_prefix="stream-request")
-        self._leaving = threading.Event()
+    def __init__(self, models: ModelManager, count: Callable[[str, str, str], None], record: CallRecord,
+                 deadline: float | None) -> None:
+        self.leases = Leases(models)
+        self._count = count
+        self._record = record
+        self._deadline = deadline
 
-    def run(self, requests: Iterator[v2.ModelInferRequest]) -> Iterator[v2.ModelStreamInferResponse]:
-        threading.Thread(target=self._read, args=(requests,), name="stream-requests", daemon=True).start()
+    def accept(self, request: v2.ModelInferRequest) -> Job:
+        self._record.model = self._record.model or request.model_name
         try:
-            while (item := self._answers.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield cast(v2.ModelStreamInferResponse, item)
-        finally:
-            self._leaving.set()  # the client went away or the call failed: read no more
-            self._workers.shutdown(wait=False, cancel_futures=True)
+            served = self.leases.hold(request.model_name, _version(request.model_version))
+            wanted = _requested(served.spec, request)
+            samples = _samples(served, _inputs(request), wanted)
+        except TilecastError as exc:
+            return answered(self._failed(request, exc))
+        except Exception as exc:  # a bug met by one request: that request's error, not the stream's end
+            log.exception("unexpected error in a ModelStreamInfer request")
+            return answered(self._failed(request, Internal(f"internal server error: {type(exc).__name__}: {exc}")))
+        nbytes = sum(sample[served.check.input_name].nbytes for sample in samples)
+        return Job(samples, served.batcher, self._answer, self._deadline, nbytes, (request, served, wanted))
 
-    def _read(self, requests: Iterator[v2.ModelInferRequest]) -> None:
-        try:
-            for request in requests:
-                if not self._take_slot():
-                    return
-                self._workers.submit(self._work, request)
-            for _ in range(self._window):  # every request answered: the stream is done
-                if not self._take_slot():
-                    return
-            self._answers.put(_END)
-        except Exception as exc:  # the request stream broke; the call's thread ends the call with it
-            self._answers.put(exc)
+    def _answer(self, job: Job) -> v2.ModelStreamInferResponse:
+        request, served, wanted = job.tag
+        if job.error is not None:
+            return self._failed(request, job.error)
+        response = _response(served, request, wanted, stacked([r for r in job.outcomes if r is not None]))
+        self._count(request.model_name, "ModelStreamInfer", "OK")
+        return v2.ModelStreamInferResponse(infer_response=response)
 
-    def _take_slot(self) -> bool:
-        """Wait for room in the window; False once the call is over."""
-        while not self._slots.acquire(timeout=0.1):
-            if self._leaving.is_set():
-                return False
-        return not self._leaving.is_set()
-
-    def _work(self, request: v2.ModelInferRequest) -> None:
-        try:
-            self._answers.put(self._answer(request))
-        except Exception as exc:  # not a request's own error: the call fails
-            self._answers.put(exc)
-        finally:
-            self._slots.release()
+    def _failed(self, request: v2.ModelInferRequest, exc: TilecastError) -> v2.ModelStreamInferResponse:
+        self._count(request.model_name, "ModelStreamInfer", exc.code.name)
+        return v2.ModelStreamInferResponse(error_message=bounded(str(exc)), infer_response=v2.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id))

@@ -123,6 +123,10 @@ class Settings:
     load_models: tuple[str, ...] = setting(
         (), "Under --model-control explicit: a model to load at start (repeat; '*' for all).", aliases=("load-model",))
     grace_period_s: float = setting(10.0, "Time to finish work in flight at shutdown.")
+    # Ends a stream that sends nothing while every answer has been sent (DEADLINE_EXCEEDED), so that clients
+    # holding streams open cannot fill the call limit.
+    stream_idle_timeout_s: float = setting(60.0, "End a stream that sends nothing this long, every answer sent "
+                                                 "(0: never).")
     kserve: bool = setting(True, "Also serve the KServe v2 protocol, for Triton and KServe clients.")
     log_level: str = setting("INFO", "Log level.", choices=LOG_LEVELS)
     log_format: str = setting("text", "Log lines as text or json.", choices=LOG_FORMATS)
