@@ -105,8 +105,10 @@ def test_two_shards_convert_each_file_of_a_folder_once(tmp_path: Path, server: S
     base = ["convert", str(tmp_path / "in"), "-m", RGB_MODEL, "-s", f"127.0.0.1:{server.port}",
             "-o", str(tmp_path / "out"), "--tile-size", "64", "--json"]
     first = runner.invoke(app, [*base, "--shard", "0/2"])
-    # the second pod's way: its index from Kubernetes, the count from the environment
-    second = runner.invoke(app, base, env={"JOB_COMPLETION_INDEX": "1", "TILECAST_SHARD_COUNT": "2"})
+    # the second the way an Indexed Job's pod runs: its index from Kubernetes, the count and a dns:/// address
+    # (the headless Service's form, deploy/archive-job.yaml) from the environment
+    pod = {"JOB_COMPLETION_INDEX": "1", "TILECAST_SHARD_COUNT": "2", "TILECAST_SERVER": f"dns:///localhost:{server.port}"}
+    second = runner.invoke(app, [a for a in base if a not in ("-s", f"127.0.0.1:{server.port}")], env=pod)
     assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
     parts = [converted(first.stdout), converted(second.stdout)]
     assert all(parts), parts  # nine files: each part has some (as the hash falls for these names)
