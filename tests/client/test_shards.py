@@ -107,7 +107,8 @@ def test_two_shards_convert_each_file_of_a_folder_once(tmp_path: Path, server: S
     first = runner.invoke(app, [*base, "--shard", "0/2"])
     # the second the way an Indexed Job's pod runs: its index from Kubernetes, the count and a dns:/// address
     # (the headless Service's form, deploy/archive-job.yaml) from the environment
-    pod = {"JOB_COMPLETION_INDEX": "1", "TILECAST_SHARD_COUNT": "2", "TILECAST_SERVER": f"dns:///localhost:{server.port}"}
+    pod = {"JOB_COMPLETION_INDEX": "1", "TILECAST_SHARD_COUNT": "2",
+           "TILECAST_SERVER": f"dns:///localhost:{server.port}"}
     second = runner.invoke(app, [a for a in base if a not in ("-s", f"127.0.0.1:{server.port}")], env=pod)
     assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
     parts = [converted(first.stdout), converted(second.stdout)]
@@ -117,3 +118,15 @@ def test_two_shards_convert_each_file_of_a_folder_once(tmp_path: Path, server: S
     assert outputs == sorted(Path(s).relative_to(tmp_path / "in").as_posix() for s in sources)
     again = plan_jobs([str(tmp_path / "in")], tmp_path / "out")
     assert {str(j.source) for j in shard_jobs(again, Shard(0, 2), tmp_path / "out")} == set(parts[0])
+
+
+def test_a_part_with_no_files_converts_nothing_and_succeeds(tmp_path: Path, server: ServerThread) -> None:
+    """More pods than files: the pods whose part is empty finish at once, successfully."""
+    (source,) = make_folder(tmp_path / "in", 1)
+    args = ["convert", str(tmp_path / "in"), "-m", RGB_MODEL, "-s", f"127.0.0.1:{server.port}",
+            "-o", str(tmp_path / "out"), "--tile-size", "64", "--json", "--shard-count", "4"]
+    results = [runner.invoke(app, [*args, "--shard", "auto"], env={"JOB_COMPLETION_INDEX": str(i)}) for i in range(4)]
+    assert [r.exit_code for r in results] == [0, 0, 0, 0], [r.output for r in results]
+    parts = [converted(r.stdout) for r in results]
+    assert sorted(parts, key=len) == [[], [], [], [source]], parts
+    assert parts.index([source]) == next(i for i in range(4) if Shard(i, 4).takes("case0/slide0.tif"))
