@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from tilecast.client.options import ConvertOptions
 from tilecast.client.outputs import output_paths
 from tilecast.client.reader import PILLOW_SUFFIXES, TIFF_SUFFIXES
 from tilecast.client.remote import Client
-from tilecast.proto.errors import TilecastError
+from tilecast.proto.errors import InvalidOption, TilecastError
 from tilecast.proto.spec import ModelSpec
 
 IMAGE_SUFFIXES = sorted(TIFF_SUFFIXES | PILLOW_SUFFIXES, key=len, reverse=True)  # ".ome.tif" before ".tif"
@@ -86,6 +88,73 @@ def plan_jobs(inputs: Iterable[str], output_dir: Path, suffix: str = ".tif") -> 
             raise ValueError(f"{seen[job.output]} and {job.source} would both be written to {job.output}")
         seen[job.output] = job.source
     return jobs
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Part `index` of `count` (0-based) of an archive. A file belongs to the part its key (its output path
+    relative to the output folder) hashes to, so each file's part depends on that file alone: adding files
+    to the archive, or planning again in a pod that restarts later, never moves a file to another part."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise InvalidOption("--shard", f"{self.index}/{self.count}", SHARD_FORM)
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """'INDEX/COUNT', e.g. '0/4' .. '3/4'."""
+        found = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not found:
+            raise InvalidOption("--shard", text, SHARD_FORM)
+        return cls(int(found[1]), int(found[2]))
+
+    def takes(self, key: str) -> bool:
+        """Whether the file with this key is in this part (sha256, the same in every process)."""
+        digest = hashlib.sha256(key.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index
+
+
+SHARD_FORM = ("give INDEX/COUNT with 0 <= INDEX < COUNT (e.g. 0/4 .. 3/4), or auto: JOB_COMPLETION_INDEX "
+              "out of --shard-count (TILECAST_SHARD_COUNT)")
+JOB_INDEX = "JOB_COMPLETION_INDEX"  # set by Kubernetes in each pod of an Indexed Job
+
+
+def shard_of(given: str, count: int, env: Mapping[str, str]) -> Shard | None:
+    """The part to convert: `given` ('I/N' or 'auto'; '' = none given) and `count` (--shard-count, 0 = none).
+    'auto', or no --shard at all while both JOB_COMPLETION_INDEX and a count are set, takes the pod's index
+    in an Indexed Job; None: convert everything."""
+    if count < 0:
+        raise InvalidOption("--shard-count", count, "give the number of parts, 1 or more (0: none)")
+    text = given.strip()
+    if text.lower() == "auto" or (not text and count and env.get(JOB_INDEX, "").strip()):
+        index = env.get(JOB_INDEX, "").strip()
+        if not index.isdecimal() or not count:
+            raise InvalidOption("--shard", text or f"${JOB_INDEX}", f"auto needs {JOB_INDEX} (set in an Indexed "
+                                f"Job's pods; got {index!r}) and --shard-count or TILECAST_SHARD_COUNT")
+        return Shard(int(index), count)
+    if not text:
+        return None
+    shard = Shard.parse(text)
+    if count and count != shard.count:
+        raise InvalidOption("--shard-count", count, f"--shard {text} already says {shard.count} parts")
+    return shard
+
+
+def shard_jobs(jobs: list[Job], shard: Shard | None, output_dir: Path) -> list[Job]:
+    """The jobs of one part (all of them for None), keyed by output path relative to `output_dir`."""
+    if shard is None:
+        return jobs
+    return [job for job in jobs if shard.takes(_shard_key(job, output_dir))]
+
+
+def _shard_key(job: Job, output_dir: Path) -> str:
+    try:
+        return job.output.relative_to(output_dir).as_posix()
+    except ValueError:  # one input written to a named file: not below a folder
+        return job.output.name
 
 
 def stamp(model: str, version: int, source: Path, options: ConvertOptions | None = None) -> str:

@@ -131,10 +131,17 @@ def convert(
     wait_s: Annotated[float, typer.Option(
         help="Seconds to wait for a server that answers but still loads its models (engine builds take "
              "minutes); one that does not answer at all fails after 10 s.")] = 300.0,
+    shard: Annotated[str, typer.Option(envvar="TILECAST_SHARD", help=(
+        "Convert part INDEX/COUNT of the files (0/4 .. 3/4: four runs, no file in two), or auto: the "
+        "pod's JOB_COMPLETION_INDEX in a Kubernetes Indexed Job out of --shard-count."))] = "",
+    shard_count: Annotated[int, typer.Option(envvar="TILECAST_SHARD_COUNT", help=(
+        "Parts for --shard auto; with JOB_COMPLETION_INDEX set, it alone turns sharding on (0: off)."))] = 0,
 ) -> None:
     """Run a model over whole images and write tiled BigTIFFs or pyramidal OME-TIFFs (-o x.ome.tif or
     --format ome-tiff); folders are mirrored, finished files skipped."""
-    from tilecast.client.archive import convert_many
+    import os
+
+    from tilecast.client.archive import convert_many, shard_jobs, shard_of
     from tilecast.client.remote import Client
 
     if not wait_s >= 0:
@@ -142,7 +149,8 @@ def convert(
     options = convert_options(tile_size, halo, overlap, mpp, channels, stitch=stitch, blend_window=blend_window,
                               window=window, tile_deadline_ms=tile_deadline_ms, compression=compression,
                               level=level, stride=stride, tissue_only=tissue_only, min_tissue=min_tissue)
-    jobs = plan_outputs(inputs, output, output_format)
+    part = shard_of(shard, shard_count, os.environ)
+    jobs = shard_jobs(plan_outputs(inputs, output, output_format), part, output)
     with Client(server) as client, Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out, transient=not as_json,
