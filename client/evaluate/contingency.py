@@ -1,0 +1,94 @@
+"""How many pixels each (prediction id, truth id) pair shares, counted band by band: a sparse table with one
+entry per overlapping pair, never a dense n x m array. Counts of several bands add up, so a band-wise table
+equals the whole-image one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tilecast.client.evaluate.labels import checked_ids, open_labels, paired_bands
+
+Array = npt.NDArray[Any]
+SHIFT = np.uint64(32)
+LOW = np.uint64((1 << 32) - 1)
+
+
+@dataclass
+class Contingency:
+    """Sorted unique keys (pred << 32 | truth) and their pixel counts; (0, 0) is background on both."""
+
+    keys: Array = field(default_factory=lambda: np.zeros(0, np.uint64))
+    counts: Array = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def add(self, pred: Array, truth: Array) -> None:
+        """Count the pixel pairs of one band (ids as unsigned integers below 2**32)."""
+        pred, truth = pred.ravel().astype(np.uint64), truth.ravel().astype(np.uint64)
+        labelled = (pred | truth) != 0  # most pixels are background on both: count those without sorting
+        keys, counts = np.unique((pred[labelled] << SHIFT) | truth[labelled], return_counts=True)
+        background = pred.size - int(labelled.sum())
+        if background:
+            keys, counts = np.concatenate([[np.uint64(0)], keys]), np.concatenate([[background], counts])
+        self._merge(keys.astype(np.uint64), counts.astype(np.int64))
+
+    def _merge(self, keys: Array, counts: Array) -> None:
+        if not self.keys.size:
+            self.keys, self.counts = keys, counts
+            return
+        self.keys, inverse = np.unique(np.concatenate([self.keys, keys]), return_inverse=True)
+        self.counts = np.bincount(inverse, weights=np.concatenate([self.counts, counts])).astype(np.int64)
+
+    @property
+    def pred(self) -> Array:
+        return self.keys >> SHIFT
+
+    @property
+    def truth(self) -> Array:
+        return self.keys & LOW
+
+    def relabel_pred(self, mapping: Array) -> Contingency:
+        """The table with prediction ids replaced by mapping[id] (pairs that now coincide add up)."""
+        keys = (mapping[self.pred.astype(np.int64)].astype(np.uint64) << SHIFT) | self.truth
+        merged = Contingency()
+        merged._merge(*_reduce(keys, self.counts))
+        return merged
+
+    def pixels(self) -> int:
+        return int(self.counts.sum())
+
+
+def _reduce(keys: Array, counts: Array) -> tuple[Array, Array]:
+    unique, inverse = np.unique(keys, return_inverse=True)
+    return unique, np.bincount(inverse, weights=counts).astype(np.int64)
+
+
+def of_arrays(pred: Array, truth: Array) -> Contingency:
+    """The table of two whole label arrays (in memory) of the same shape."""
+    table = Contingency()
+    table.add(checked_ids(np.asarray(pred), Path("prediction")), checked_ids(np.asarray(truth), Path("truth")))
+    return table
+
+
+def of_files(pred_path: Path, truth_path: Path, rows: int | None = None,
+             components: int | None = None) -> Contingency:
+    """The table of two label image files, read band by band. `components` (4 or 8): the prediction is a
+    semantic mask whose foreground is labelled by connected components of that connectivity first."""
+    from tilecast.client.evaluate.components import BandLabeller
+
+    pred, truth = open_labels(pred_path), open_labels(truth_path)
+    try:
+        table = Contingency()
+        labeller = BandLabeller(components) if components else None
+        for p, t in paired_bands(pred, truth, rows):
+            ids = checked_ids(p, pred_path)
+            if labeller is not None:
+                ids = labeller.label(ids != 0).astype(np.uint64)
+            table.add(ids, checked_ids(t, truth_path))
+        return table if labeller is None else table.relabel_pred(labeller.final_ids())
+    finally:
+        pred.close()
+        truth.close()

@@ -1,0 +1,68 @@
+"""Label images read in bands of full-width rows: a TIFF through its zarr store one band at a time, so a
+32k x 32k label image costs one band of memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tilecast.client.reader import ImageSource, open_image
+from tilecast.client.tiling import Box
+from tilecast.proto.errors import InvalidArgument
+
+Array = npt.NDArray[Any]
+BAND_PIXELS = 1 << 23  # pixels per band: ~8M, a band's pair keys stay under 100 MB
+ROW_MULTIPLE = 16  # tiled TIFFs store tiles of multiples of 16 rows; bands start on tile rows
+
+
+class LabelImageError(InvalidArgument):
+    """A file that cannot be scored as a label or class mask: missing, several channels, not integers."""
+
+
+def open_labels(path: Path) -> ImageSource:
+    """Open a label image (one channel of integers or booleans; 0 = background) for band reads."""
+    source = open_image(path)
+    channels = source.shape[2]
+    kind = source.dtype.kind
+    if channels != 1 or kind not in "biu":
+        source.close()
+        what = f"{channels} channels" if channels != 1 else f"{source.dtype} pixels"
+        raise LabelImageError(f"{path}: not a label image ({what}); give one channel of integer ids, 0 = background")
+    return source
+
+
+def band_rows(width: int, rows: int | None = None) -> int:
+    """Rows per band: `rows` when given, else as many tile rows as fit in BAND_PIXELS."""
+    if rows is not None:
+        return max(1, rows)
+    return max(ROW_MULTIPLE, BAND_PIXELS // max(width, 1) // ROW_MULTIPLE * ROW_MULTIPLE)
+
+
+def bands(source: ImageSource, rows: int | None = None) -> Iterator[tuple[int, Array]]:
+    """(first row, 2-D band) from top to bottom."""
+    height, width, _ = source.shape
+    step = band_rows(width, rows)
+    for y0 in range(0, height, step):
+        yield y0, source.read(Box(y0, min(y0 + step, height), 0, width))[:, :, 0]
+
+
+def paired_bands(pred: ImageSource, truth: ImageSource, rows: int | None = None) -> Iterator[tuple[Array, Array]]:
+    """The same bands of two label images, which must be the same size."""
+    if pred.shape[:2] != truth.shape[:2]:
+        raise LabelImageError(f"{pred.path} is {pred.shape[0]}x{pred.shape[1]} but {truth.path} is "
+                              f"{truth.shape[0]}x{truth.shape[1]}: score images of the same size")
+    for (_, p), (_, t) in zip(bands(pred, rows), bands(truth, rows), strict=True):
+        yield p, t
+
+
+def checked_ids(band: Array, path: Path) -> Array:
+    """A band as uint64 ids; negative ids or ids past 2**32 - 1 are refused (they are not labels)."""
+    if band.dtype.kind == "b":
+        return band.astype(np.uint64)
+    if band.size and (int(band.min()) < 0 or int(band.max()) >= 1 << 32):
+        raise LabelImageError(f"{path}: ids must be 0 .. 2**32-1; found {int(band.min())} .. {int(band.max())}")
+    return band.astype(np.uint64)
