@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from tilecast.console import out, user_errors
@@ -67,8 +68,9 @@ def instances(
 
 
 def _instance_table(rows: list[tuple[str, InstanceScores]], total: InstanceScores) -> None:
-    table = Table("file", "true", "pred", "AP@0.5", "AP@0.75", "AP@0.9", "mean IoU", "precision", "recall", "F1",
-                  "merged", "split", "Dice", title="instances (IoU >= threshold, one-to-one)")
+    table = Table("file", "true", "pred", "AP50", "AP75", "AP90", "mIoU", "prec", "recall", "F1", "merged", "split",
+                  "Dice", title="instances: AP = TP / (TP + FP + FN) at IoU 0.5, 0.75, 0.9",
+                  box=box.SIMPLE_HEAD, padding=(0, 0))
     shown = [*rows, ("total", total)] if len(rows) > 1 else rows
     for name, s in shown:
         table.add_row(name, str(s.n_true), str(s.n_pred), _f(s.ap(0)), _f(s.ap(5)), _f(s.ap(8)),
