@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 from rich import box
@@ -40,6 +41,27 @@ def _f(value: float | None) -> str:
     return "—" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
+class Pooled(Protocol):
+    """Scores of one image that add up over images."""
+
+    def __add__(self: S, other: S) -> S: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+S = TypeVar("S", bound=Pooled)
+
+
+def _show_pooled(evaluation: Evaluation[S], as_json: bool, table: Callable[[list[tuple[str, S]], S], None]) -> None:
+    """Per-file rows and the pooled total, as JSON or through `table`."""
+    total = functools.reduce(lambda a, b: a + b, (s for _, s in evaluation.rows))
+    if as_json:
+        _echo_json({"files": [{"name": n, **s.as_dict()} for n, s in evaluation.rows], "total": total.as_dict()})
+        return
+    table(evaluation.rows, total)
+    _unmatched(evaluation)
+
+
 @app.command("instances")
 @user_errors
 def instances(
@@ -59,12 +81,7 @@ def instances(
     _offsets(connectivity)  # refuse a bad --connectivity before reading anything
     components = connectivity if from_semantic else None
     evaluation = evaluate_paths(pred, truth, lambda p, t: instance_scores(of_files(p, t, components=components)))
-    total = functools.reduce(lambda a, b: a + b, (s for _, s in evaluation.rows))
-    if as_json:
-        _echo_json({"files": [{"name": n, **s.as_dict()} for n, s in evaluation.rows], "total": total.as_dict()})
-        return
-    _instance_table(evaluation.rows, total)
-    _unmatched(evaluation)
+    _show_pooled(evaluation, as_json, _instance_table)
 
 
 def _instance_table(rows: list[tuple[str, InstanceScores]], total: InstanceScores) -> None:
@@ -89,13 +106,7 @@ def semantic(pred: PredArg, truth: TruthArg, as_json: JsonOption = False) -> Non
     from tilecast.client.evaluate.pairs import evaluate_paths
     from tilecast.client.evaluate.semantic import semantic_scores
 
-    evaluation = evaluate_paths(pred, truth, lambda p, t: semantic_scores(of_files(p, t)))
-    total = functools.reduce(lambda a, b: a + b, (s for _, s in evaluation.rows))
-    if as_json:
-        _echo_json({"files": [{"name": n, **s.as_dict()} for n, s in evaluation.rows], "total": total.as_dict()})
-        return
-    _semantic_table(evaluation.rows, total)
-    _unmatched(evaluation)
+    _show_pooled(evaluate_paths(pred, truth, lambda p, t: semantic_scores(of_files(p, t))), as_json, _semantic_table)
 
 
 def _semantic_table(rows: list[tuple[str, SemanticScores]], total: SemanticScores) -> None:

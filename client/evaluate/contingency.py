@@ -27,9 +27,10 @@ class Contingency:
 
     def add(self, pred: Array, truth: Array) -> None:
         """Count the pixel pairs of one band (ids as unsigned integers below 2**32)."""
-        pred, truth = pred.ravel().astype(np.uint64), truth.ravel().astype(np.uint64)
-        labelled = (pred | truth) != 0  # most pixels are background on both: count those without sorting
-        keys, counts = np.unique((pred[labelled] << SHIFT) | truth[labelled], return_counts=True)
+        pred, truth = pred.ravel(), truth.ravel()
+        labelled = (pred != 0) | (truth != 0)  # most pixels are background on both: count those without sorting
+        pairs = (pred[labelled].astype(np.uint64) << SHIFT) | truth[labelled].astype(np.uint64)
+        keys, counts = np.unique(pairs, return_counts=True)
         background = pred.size - int(labelled.sum())
         if background:
             keys, counts = np.concatenate([[np.uint64(0)], keys]), np.concatenate([[background], counts])
@@ -86,7 +87,7 @@ def of_files(pred_path: Path, truth_path: Path, rows: int | None = None,
         for p, t in paired_bands(pred, truth, rows):
             ids = checked_ids(p, pred_path)
             if labeller is not None:
-                ids = labeller.label(ids != 0).astype(np.uint64)
+                ids = labeller.label(ids != 0)
             table.add(ids, checked_ids(t, truth_path))
         return table if labeller is None else table.relabel_pred(labeller.final_ids())
     finally:

@@ -15,7 +15,7 @@ from tilecast.client.tiling import Box
 from tilecast.proto.errors import InvalidArgument
 
 Array = npt.NDArray[Any]
-BAND_PIXELS = 1 << 23  # pixels per band: ~8M, a band's pair keys stay under 100 MB
+BAND_PIXELS = 1 << 20  # pixels per band: ~1M, so a band's working arrays stay near 10 MB each
 ROW_MULTIPLE = 16  # tiled TIFFs store tiles of multiples of 16 rows; bands start on tile rows
 
 
@@ -60,9 +60,10 @@ def paired_bands(pred: ImageSource, truth: ImageSource, rows: int | None = None)
 
 
 def checked_ids(band: Array, path: Path) -> Array:
-    """A band as uint64 ids; negative ids or ids past 2**32 - 1 are refused (they are not labels)."""
+    """A band of ids, unchanged (booleans as 0/1); negative ids or ids past 2**32 - 1 are refused (they are
+    not labels). Ids are widened later, only where a pixel is labelled."""
     if band.dtype.kind == "b":
-        return band.astype(np.uint64)
+        return band.view(np.uint8)
     if band.size and (int(band.min()) < 0 or int(band.max()) >= 1 << 32):
         raise LabelImageError(f"{path}: ids must be 0 .. 2**32-1; found {int(band.min())} .. {int(band.max())}")
-    return band.astype(np.uint64)
+    return band
