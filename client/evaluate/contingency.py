@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tilecast.client.evaluate.labels import checked_ids, open_labels, paired_bands
+from tilecast.client.evaluate.labels import checked_ids, open_labels, paired_blocks
 
 Array = npt.NDArray[Any]
 SHIFT = np.uint64(32)
@@ -84,7 +84,8 @@ def of_files(pred_path: Path, truth_path: Path, rows: int | None = None,
     try:
         table = Contingency()
         labeller = BandLabeller(components) if components else None
-        for p, t in paired_bands(pred, truth, rows):
+        # labelling joins components across band borders only: it needs full-width bands
+        for p, t in paired_blocks(pred, truth, rows, full_width=labeller is not None):
             ids = checked_ids(p, pred_path)
             if labeller is not None:
                 ids = labeller.label(ids != 0)

@@ -27,11 +27,14 @@ THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(9))  # 0.5, 0.55, ...
 
 @dataclass(frozen=True)
 class Overlaps:
-    """Objects and their overlapping pairs: ids, areas, and per pair the intersection and IoU."""
+    """Objects and their overlapping pairs, as arrays (no Python object per nucleus): ids and areas of each
+    side, and per pair (both ids nonzero) the ids, both areas, the intersection and the IoU."""
 
-    pred_area: dict[int, int]
-    true_area: dict[int, int]
-    pairs: Array  # (k, 2) pred id, true id; both nonzero
+    pred_ids: Array
+    true_ids: Array
+    pairs: Array  # (k, 2) pred id, true id
+    pred_area: Array  # (k,) area of the pair's predicted object
+    true_area: Array
     intersection: Array
     iou: Array
 
@@ -42,23 +45,24 @@ class Overlaps:
         true_ids, true_inv = np.unique(truth, return_inverse=True)
         pred_sums = np.bincount(pred_inv, weights=counts).astype(np.int64)
         true_sums = np.bincount(true_inv, weights=counts).astype(np.int64)
-        pred_area = {int(i): int(a) for i, a in zip(pred_ids, pred_sums, strict=True) if i}
-        true_area = {int(i): int(a) for i, a in zip(true_ids, true_sums, strict=True) if i}
         both = (pred > 0) & (truth > 0)
         inter = counts[both]
         pa, ta = pred_sums[pred_inv[both]], true_sums[true_inv[both]]
-        iou = inter / (pa + ta - inter)
-        return cls(pred_area, true_area, np.stack([pred[both], truth[both]], axis=1), inter, iou)
+        return cls(pred_ids[pred_ids > 0], true_ids[true_ids > 0], np.stack([pred[both], truth[both]], axis=1),
+                   pa, ta, inter, inter / (pa + ta - inter))
 
 
 def match(overlaps: Overlaps, threshold: float) -> Array:
     """Indices of the matched pairs at `threshold`: one to one, IoU >= threshold, highest IoU first."""
     candidates = np.flatnonzero(overlaps.iou >= threshold)
+    pairs = overlaps.pairs[candidates]
+    if np.unique(pairs[:, 0]).size == candidates.size and np.unique(pairs[:, 1]).size == candidates.size:
+        return candidates  # one to one already: always so above 0.5
     candidates = candidates[np.argsort(-overlaps.iou[candidates], kind="stable")]
     used_pred: set[int] = set()
     used_true: set[int] = set()
     chosen = []
-    for index in candidates.tolist():
+    for index in candidates.tolist():  # ties at exactly 0.5: the first pair met keeps both objects
         p, t = (int(v) for v in overlaps.pairs[index])
         if p not in used_pred and t not in used_true:
             used_pred.add(p)
@@ -70,10 +74,8 @@ def match(overlaps: Overlaps, threshold: float) -> Array:
 def merges_and_splits(overlaps: Overlaps) -> tuple[int, int]:
     """(merged predicted objects, split true objects) as defined in the module docstring."""
     pred, truth = overlaps.pairs[:, 0], overlaps.pairs[:, 1]
-    true_area = np.array([overlaps.true_area[int(t)] for t in truth], np.int64)
-    pred_area = np.array([overlaps.pred_area[int(p)] for p in pred], np.int64)
-    covering = pred[2 * overlaps.intersection > true_area]  # pred holds > half of this true object
-    inside = truth[2 * overlaps.intersection > pred_area]  # true object holds > half of this prediction
+    covering = pred[2 * overlaps.intersection > overlaps.true_area]  # pred holds > half of this true object
+    inside = truth[2 * overlaps.intersection > overlaps.pred_area]  # true object holds > half of this prediction
     merged = int((np.unique(covering, return_counts=True)[1] >= 2).sum())
     split = int((np.unique(inside, return_counts=True)[1] >= 2).sum())
     return merged, split
@@ -161,6 +163,6 @@ def instance_scores(table: Contingency) -> InstanceScores:
     merged, split = merges_and_splits(overlaps)
     pred, truth, counts = table.pred, table.truth, table.counts
     return InstanceScores(
-        n_true=len(overlaps.true_area), n_pred=len(overlaps.pred_area), tp=tuple(tp), matched_iou_sum=iou_sum,
+        n_true=int(overlaps.true_ids.size), n_pred=int(overlaps.pred_ids.size), tp=tuple(tp), matched_iou_sum=iou_sum,
         merged=merged, split=split, fg_intersection=int(counts[(pred > 0) & (truth > 0)].sum()),
         fg_pred=int(counts[pred > 0].sum()), fg_true=int(counts[truth > 0].sum()))

@@ -35,28 +35,53 @@ def open_labels(path: Path) -> ImageSource:
     return source
 
 
-def band_rows(width: int, rows: int | None = None) -> int:
-    """Rows per band: `rows` when given, else as many tile rows as fit in BAND_PIXELS."""
+def chunk_shape(source: ImageSource) -> tuple[int, int]:
+    """(rows, cols) of the file's stored tiles or strips; reads aligned to them decode each chunk once."""
+    height, width, _ = source.shape
+    tif = getattr(source, "tif", None)
+    if tif is None:
+        return height, width  # decoded whole anyway (PNG)
+    page = tif.series[0].levels[0].keyframe
+    if page.is_tiled:
+        return int(page.tilelength), int(page.tilewidth)
+    return max(1, min(int(page.rowsperstrip or height), height)), width
+
+
+def block_shape(source: ImageSource, rows: int | None = None) -> tuple[int, int]:
+    """Rows and columns per block: `rows` x full width when given, else whole chunks, as many as fit in
+    BAND_PIXELS (at least one)."""
+    height, width, _ = source.shape
     if rows is not None:
-        return max(1, rows)
-    return max(ROW_MULTIPLE, BAND_PIXELS // max(width, 1) // ROW_MULTIPLE * ROW_MULTIPLE)
+        return max(1, rows), width
+    chunk_rows, chunk_cols = chunk_shape(source)
+    cols = max(chunk_cols, min(width, BAND_PIXELS // chunk_rows) // chunk_cols * chunk_cols)
+    block_rows = max(chunk_rows, BAND_PIXELS // cols // chunk_rows * chunk_rows)
+    return min(block_rows, height), min(cols, width)
 
 
 def bands(source: ImageSource, rows: int | None = None) -> Iterator[tuple[int, Array]]:
-    """(first row, 2-D band) from top to bottom."""
+    """(first row, 2-D band of full-width rows) from top to bottom."""
     height, width, _ = source.shape
-    step = band_rows(width, rows)
+    step = block_shape(source, rows)[0]
     for y0 in range(0, height, step):
         yield y0, source.read(Box(y0, min(y0 + step, height), 0, width))[:, :, 0]
 
 
-def paired_bands(pred: ImageSource, truth: ImageSource, rows: int | None = None) -> Iterator[tuple[Array, Array]]:
-    """The same bands of two label images, which must be the same size."""
+def paired_blocks(pred: ImageSource, truth: ImageSource, rows: int | None = None,
+                  full_width: bool = False) -> Iterator[tuple[Array, Array]]:
+    """The same blocks of two label images, which must be the same size: whole chunks of the prediction's
+    file (or bands of full-width rows with `full_width`), row of blocks by row of blocks."""
     if pred.shape[:2] != truth.shape[:2]:
         raise LabelImageError(f"{pred.path} is {pred.shape[0]}x{pred.shape[1]} but {truth.path} is "
                               f"{truth.shape[0]}x{truth.shape[1]}: score images of the same size")
-    for (_, p), (_, t) in zip(bands(pred, rows), bands(truth, rows), strict=True):
-        yield p, t
+    height, width, _ = pred.shape
+    step_y, step_x = block_shape(pred, rows)
+    if full_width:
+        step_x = width
+    for y0 in range(0, height, step_y):
+        for x0 in range(0, width, step_x):
+            box = Box(y0, min(y0 + step_y, height), x0, min(x0 + step_x, width))
+            yield pred.read(box)[:, :, 0], truth.read(box)[:, :, 0]
 
 
 def checked_ids(band: Array, path: Path) -> Array:

@@ -119,3 +119,27 @@ def test_bad_input_is_one_line(tmp_path: Path, case: str, message: str) -> None:
     code, output = invoke("instances", pred, truth)
     said = " ".join(output.split())
     assert code == 1 and message in said and "Traceback" not in said, said
+
+
+def test_a_heat_map_from_a_real_server_against_a_coarser_mask(tmp_path: Path) -> None:
+    """convert's own heat map (bundled ihc-density, stride 32) against a nuclei mask at a quarter of the
+    resolution: the scale comes from the files, the class name from the CSV beside the heat map."""
+    from tests.conftest import REPO_ROOT, local_settings
+    from tilecast.client import Client, convert_image
+    from tilecast.client.convert import ConvertOptions
+    from tilecast.server.app import ServerThread
+    from tilecast.training.data.classes import nuclei_fraction_map
+    from tilecast.training.data.samples import ihc_image
+
+    rgb = ihc_image()
+    tifffile.imwrite(tmp_path / "ihc.tif", rgb)
+    tifffile.imwrite(tmp_path / "mask.tif", nuclei_fraction_map(rgb)[::4, ::4].astype(np.uint8), tile=(16, 16))
+    with ServerThread(local_settings(REPO_ROOT / "models")) as server, \
+            Client(f"127.0.0.1:{server.port}") as client:
+        convert_image(client, "ihc-density", tmp_path / "ihc.tif", tmp_path / "heat.tif", ConvertOptions(stride=32))
+    code, output = invoke("heatmap", tmp_path / "heat.tif", tmp_path / "mask.tif", "--min-fraction", "0.25",
+                          "--json")
+    assert code == 0, output
+    slide = json.loads(output)["slides"][0]
+    assert (slide["class_name"], slide["cells"], slide["scored"]) == ("dense", 256, 256)
+    assert slide["roc_auc"] > 0.85 and slide["average_precision"] > 0.8 and slide["slide_positive"], slide

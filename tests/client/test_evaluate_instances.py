@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from tilecast.client.evaluate import components
+from tilecast.client.evaluate import components, labels
 from tilecast.client.evaluate.contingency import of_arrays, of_files
 from tilecast.client.evaluate.instances import THRESHOLDS, instance_scores
 from tilecast.client.evaluate.semantic import semantic_scores
@@ -117,6 +117,22 @@ def test_band_by_band_equals_whole_image(tmp_path: Path) -> None:
         banded = of_files(pred_path, truth_path, rows=rows)
         assert np.array_equal(banded.keys, whole.keys) and np.array_equal(banded.counts, whole.counts), rows
     assert instance_scores(of_files(pred_path, truth_path, rows=16)) == instance_scores(whole)
+
+
+def test_blocks_of_whole_tiles_equal_whole_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(6)
+    truth = random_labels(rng, (300, 420), 120)
+    pred = np.roll(truth, 5, axis=0)
+    pred_path, truth_path = write_tiled(tmp_path / "p.tif", pred), write_tiled(tmp_path / "t.tif", truth)
+    monkeypatch.setattr(labels, "BAND_PIXELS", 64 * 128)  # blocks of 1 x 2 tiles, 5 x 4 of them
+    source = labels.open_labels(pred_path)
+    assert labels.block_shape(source) == (64, 128)
+    source.close()
+    banded, whole = of_files(pred_path, truth_path), of_arrays(pred, truth)
+    assert np.array_equal(banded.keys, whole.keys) and np.array_equal(banded.counts, whole.counts)
+    semantic = write_tiled(tmp_path / "s.tif", (pred > 0).astype(np.uint8))
+    assert instance_scores(of_files(semantic, truth_path, components=8)) == instance_scores(
+        of_arrays(components.label(pred > 0, 8)[0], truth))
 
 
 @pytest.mark.parametrize("use_scipy", [False, True])
