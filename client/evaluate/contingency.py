@@ -4,7 +4,6 @@ equals the whole-image one."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,23 @@ from tilecast.client.evaluate.labels import checked_ids, open_labels, paired_blo
 Array = npt.NDArray[Any]
 SHIFT = np.uint64(32)
 LOW = np.uint64((1 << 32) - 1)
+PENDING = 1 << 18  # pairs of blocks waiting to be merged, at least
 
 
-@dataclass
 class Contingency:
-    """Sorted unique keys (pred << 32 | truth) and their pixel counts; (0, 0) is background on both."""
+    """Sorted unique keys (pred << 32 | truth) and their pixel counts; (0, 0) is background on both.
 
-    keys: Array = field(default_factory=lambda: np.zeros(0, np.uint64))
-    counts: Array = field(default_factory=lambda: np.zeros(0, np.int64))
+    Blocks' tables wait in a list and are merged when they outgrow the table itself, so a table of n
+    objects is re-sorted O(log) times, not once per block."""
+
+    def __init__(self) -> None:
+        self._keys: Array = np.zeros(0, np.uint64)
+        self._counts: Array = np.zeros(0, np.int64)
+        self._pending: list[tuple[Array, Array]] = []
+        self._pending_size = 0
 
     def add(self, pred: Array, truth: Array) -> None:
-        """Count the pixel pairs of one band (ids as unsigned integers below 2**32)."""
+        """Count the pixel pairs of one block (ids as unsigned integers below 2**32)."""
         pred, truth = pred.ravel(), truth.ravel()
         labelled = (pred != 0) | (truth != 0)  # most pixels are background on both: count those without sorting
         pairs = (pred[labelled].astype(np.uint64) << SHIFT) | truth[labelled].astype(np.uint64)
@@ -34,14 +39,27 @@ class Contingency:
         background = pred.size - int(labelled.sum())
         if background:
             keys, counts = np.concatenate([[np.uint64(0)], keys]), np.concatenate([[background], counts])
-        self._merge(keys.astype(np.uint64), counts.astype(np.int64))
+        self._pending.append((keys.astype(np.uint64), counts.astype(np.int64)))
+        self._pending_size += keys.size
+        if self._pending_size > max(self._keys.size, PENDING):
+            self._flush()
 
-    def _merge(self, keys: Array, counts: Array) -> None:
-        if not self.keys.size:
-            self.keys, self.counts = keys, counts
-            return
-        self.keys, inverse = np.unique(np.concatenate([self.keys, keys]), return_inverse=True)
-        self.counts = np.bincount(inverse, weights=np.concatenate([self.counts, counts])).astype(np.int64)
+    def _flush(self) -> None:
+        if self._pending:
+            keys = np.concatenate([self._keys, *(k for k, _ in self._pending)])
+            counts = np.concatenate([self._counts, *(c for _, c in self._pending)])
+            self._keys, self._counts = _reduce(keys, counts)
+            self._pending, self._pending_size = [], 0
+
+    @property
+    def keys(self) -> Array:
+        self._flush()
+        return self._keys
+
+    @property
+    def counts(self) -> Array:
+        self._flush()
+        return self._counts
 
     @property
     def pred(self) -> Array:
@@ -55,7 +73,7 @@ class Contingency:
         """The table with prediction ids replaced by mapping[id] (pairs that now coincide add up)."""
         keys = (mapping[self.pred.astype(np.int64)].astype(np.uint64) << SHIFT) | self.truth
         merged = Contingency()
-        merged._merge(*_reduce(keys, self.counts))
+        merged._keys, merged._counts = _reduce(keys, self.counts)
         return merged
 
     def pixels(self) -> int:

@@ -76,8 +76,8 @@ def paired_blocks(pred: ImageSource, truth: ImageSource, rows: int | None = None
                               f"{truth.shape[0]}x{truth.shape[1]}: score images of the same size")
     height, width, _ = pred.shape
     step_y, step_x = block_shape(pred, rows)
-    if full_width:
-        step_x = width
+    if full_width:  # bands as tall as BAND_PIXELS allows, cut through stored tiles (the reader caches them)
+        step_y, step_x = rows or max(ROW_MULTIPLE, BAND_PIXELS // width // ROW_MULTIPLE * ROW_MULTIPLE), width
     for y0 in range(0, height, step_y):
         for x0 in range(0, width, step_x):
             box = Box(y0, min(y0 + step_y, height), x0, min(x0 + step_x, width))
