@@ -59,10 +59,16 @@ def block_shape(source: ImageSource, rows: int | None = None) -> tuple[int, int]
     return min(block_rows, height), min(cols, width)
 
 
+def band_rows(width: int, rows: int | None = None) -> int:
+    """Rows of a full-width band: `rows` when given, else as many as BAND_PIXELS allows (bands cut through
+    stored tiles; the reader keeps the cut tiles for the next band)."""
+    return max(1, rows) if rows else max(ROW_MULTIPLE, BAND_PIXELS // max(width, 1) // ROW_MULTIPLE * ROW_MULTIPLE)
+
+
 def bands(source: ImageSource, rows: int | None = None) -> Iterator[tuple[int, Array]]:
     """(first row, 2-D band of full-width rows) from top to bottom."""
     height, width, _ = source.shape
-    step = block_shape(source, rows)[0]
+    step = band_rows(width, rows)
     for y0 in range(0, height, step):
         yield y0, source.read(Box(y0, min(y0 + step, height), 0, width))[:, :, 0]
 
@@ -76,8 +82,8 @@ def paired_blocks(pred: ImageSource, truth: ImageSource, rows: int | None = None
                               f"{truth.shape[0]}x{truth.shape[1]}: score images of the same size")
     height, width, _ = pred.shape
     step_y, step_x = block_shape(pred, rows)
-    if full_width:  # bands as tall as BAND_PIXELS allows, cut through stored tiles (the reader caches them)
-        step_y, step_x = rows or max(ROW_MULTIPLE, BAND_PIXELS // width // ROW_MULTIPLE * ROW_MULTIPLE), width
+    if full_width:
+        step_y, step_x = band_rows(width, rows), width
     for y0 in range(0, height, step_y):
         for x0 in range(0, width, step_x):
             box = Box(y0, min(y0 + step_y, height), x0, min(x0 + step_x, width))
