@@ -15,7 +15,7 @@ COMMAND_LAYER = {"tilecast.cli", "tilecast.console"}
 # Command modules: they may import the command layer. Everything else is a library.
 COMMANDS = {"tilecast.__main__", "tilecast.cli", "tilecast.console", "tilecast.demo", "tilecast.bench",
             "tilecast.bench_convert", "tilecast.bench_monai", "tilecast.client.cli", "tilecast.server.cli",
-            "tilecast.export.cli", "tilecast.training.cli"}
+            "tilecast.export.cli", "tilecast.training.cli", "tilecast.client.evaluate.cli"}
 KNOWN_CYCLES: set[tuple[str, str]] = set()
 
 

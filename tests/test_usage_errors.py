@@ -100,6 +100,12 @@ CASES: list[tuple[list[str], str]] = [
     (["bench-monai", "--monai-python", "/no/python", "--size", "0"], "--size"),
     (["bench-monai", "--monai-python", "/no/python", "--threads", "-1"], "--threads"),
     (["demo", "--size", "0"], "--size"),
+    # evaluate
+    (["evaluate", "instances", "p.tif", "t.tif", "--from-semantic", "--connectivity", "6"], "--connectivity"),
+    (["evaluate", "heatmap", "h.tif", "m.tif", "--min-fraction", "1.5"], "--min-fraction"),
+    (["evaluate", "heatmap", "h.tif", "m.tif", "--threshold", "2"], "--threshold"),
+    (["evaluate", "heatmap", "h.tif", "m.tif", "--top-k", "-1"], "--top-k"),
+    (["evaluate", "heatmap", "h.tif", "m.tif", "--mask-downsample", "-4"], "--mask-downsample"),
 ]
 
 

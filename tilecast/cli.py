@@ -10,6 +10,7 @@ import typer
 
 from tilecast import bench, bench_convert, bench_monai, demo
 from tilecast.client import cli as client_cli
+from tilecast.client.evaluate import cli as evaluate_cli
 from tilecast.console import out
 from tilecast.export import cli as export_cli
 from tilecast.server import cli as server_cli
@@ -29,6 +30,7 @@ app.command("bench-monai")(bench_monai.bench_monai)
 app.add_typer(client_cli.models_app, name="models")
 app.add_typer(training_cli.app, name="train")
 app.add_typer(export_cli.app, name="export")
+app.add_typer(evaluate_cli.app, name="evaluate")
 
 
 @app.command("version")
