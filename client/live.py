@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
-from tilecast.client.addresses import channel_target
+from tilecast.client.channels import Security, client_options, open_aio_channel, target_of
 from tilecast.client.remote import (
     DEFAULT_MESSAGE_BYTES,
     HEALTH_CHECK,
@@ -120,14 +120,11 @@ class LiveStream:
 class AsyncClient:
     """The asyncio counterpart of `Client` for applications that already run an event loop."""
 
-    def __init__(self, address: str | Sequence[str], *, max_message_bytes: int = DEFAULT_MESSAGE_BYTES) -> None:
-        target = channel_target([address] if isinstance(address, str) else list(address))
-        self.address = target
-        self._channel = grpc.aio.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.lb_policy_name", "round_robin"),
-        ])
+    def __init__(self, address: str | Sequence[str], *, max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
+                 security: Security | None = None, token: str | None = None) -> None:
+        """`security` and `token` as `Client`'s."""
+        self.address, security = target_of(address, security, token)
+        self._channel = open_aio_channel(address, client_options(max_message_bytes), security)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]
         self._stream_predict = self._channel.stream_stream(
             STREAM_PREDICT, request_serializer=wire.serialize,
