@@ -62,6 +62,13 @@ class Security:
         return grpc.ssl_channel_credentials(read(self.ca, "--tls-ca"), read(self.key, "--tls-key"),
                                             read(self.cert, "--tls-cert"))
 
+    def hint(self) -> str:
+        """What to check when no connection could be made: TLS on one side only, or certificates."""
+        if self.uses_tls:
+            return ("; with TLS, check that it serves TLS, that --tls-ca signed its certificate and, for mutual "
+                    "TLS, --tls-cert and --tls-key")
+        return "; a server with TLS refuses plain connections: give --tls-ca or a grpcs:// address"
+
     def metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.token}")] if self.token else []
 
@@ -100,7 +107,7 @@ def target_of(address: str | Sequence[str], security: Security | None,
 
 
 class _Token(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
-             grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor):
+             grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor):  # type: ignore[misc]
     """Adds the token's metadata to each call of a plain channel (TLS channels use call credentials)."""
 
     def __init__(self, metadata: list[tuple[str, str]]) -> None:

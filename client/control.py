@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import grpc
 
-from tilecast.client.channels import Security, open_channel
+from tilecast.client.channels import Security, open_channel, target_of
 from tilecast.client.remote import status_code, translate
 from tilecast.proto.errors import FailedPrecondition, TilecastError, Unavailable
 from tilecast.proto.v1 import kserve_v2_pb2 as v2
@@ -45,7 +45,8 @@ class RepositoryControl:
         self._address = address
         self._connect_timeout = connect_timeout
         self._connected = False
-        self._channel = open_channel(address, (), security, token)
+        self._security = target_of(address, security, token)[1]
+        self._channel = open_channel(address, (), self._security)
         self._stub = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
@@ -80,8 +81,8 @@ class RepositoryControl:
             try:
                 grpc.channel_ready_future(self._channel).result(timeout=self._connect_timeout)
             except grpc.FutureTimeoutError:
-                raise Unavailable(f"no server answered at {self._address} within {self._connect_timeout:g} s") \
-                    from None
+                raise Unavailable(f"no server answered at {self._address} within {self._connect_timeout:g} s"
+                                  f"{self._security.hint()}") from None
             self._connected = True
         try:
             return fn()

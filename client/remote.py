@@ -158,8 +158,8 @@ class Client:
             outcome = self._health(request, timeout=connect, wait_for_ready=True)
         except grpc.RpcError as exc:
             if status_code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise error_for_status(grpc.StatusCode.UNAVAILABLE,
-                                       f"no tilecast server answered at {self.address} within {connect:g} s") from None
+                raise error_for_status(grpc.StatusCode.UNAVAILABLE, f"no tilecast server answered at {self.address} "
+                                       f"within {connect:g} s{self.security.hint()}") from None
             outcome = exc
         while until_serving:
             pause = health_pause(outcome, end, self.address, timeout)
