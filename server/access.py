@@ -32,11 +32,19 @@ def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def read_secret(path: Path, flag: str) -> str:
+    """A file of secrets, or ValueError naming its flag (never its content)."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{flag} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+
+
 def read_tokens(path: Path) -> list[tuple[bytes, str]]:
     """(SHA-256 digest, role) of each token in a tokens file; ValueError naming the line when one is
     malformed (never quoting it: it may hold a token)."""
     entries = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_secret(path, "--auth-tokens").splitlines(), 1):
         text = line.split("#", 1)[0].strip()
         if not text:
             continue

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tilecast.proto import tile_reader, wire
 from tilecast.proto.v1 import inference_pb2
-from tilecast.server.access import Access, read_tokens
+from tilecast.server.access import Access, read_secret, read_tokens
 from tilecast.server.boundary import CallSlots, add_service
 from tilecast.server.metrics import Metrics
 from tilecast.server.models import ModelManager
@@ -71,6 +71,7 @@ class TilecastServer:
         self._idle = IdleWatch(settings.stream_idle_timeout_s)
         self._access = Access(read_tokens(settings.auth_tokens) if settings.auth_tokens else [],
                               settings.max_calls_per_peer)
+        self._scrape_token = self._metrics_token()  # read once, before binding: a missing file is said first
 
     def _set_model_health(self, name: str, ready: bool) -> None:
         self._health.set(name, SERVING if ready else NOT_SERVING)
@@ -111,7 +112,8 @@ class TilecastServer:
         if self.settings.metrics_port >= 0:
             metrics_host = self.settings.metrics_host
             try:
-                self.metrics_port = self.metrics.serve_http(metrics_host, self.settings.metrics_port)
+                self.metrics_port = self.metrics.serve_http(metrics_host, self.settings.metrics_port,
+                                                            self._scrape_token)
             except OSError as exc:
                 server.stop(None)
                 raise OSError(f"cannot serve metrics on {metrics_host}:{self.settings.metrics_port} "
@@ -132,6 +134,15 @@ class TilecastServer:
         ready = sum(s.state == inference_pb2.MODEL_STATE_READY for s in self.models.statuses())
         log.info("serving %d model version(s) on %s:%d", ready, host, self.port)
         return self.port
+
+    def _metrics_token(self) -> str | None:
+        path = self.settings.metrics_token_file
+        if path is None:
+            return None
+        words = read_secret(path, "--metrics-token-file").split()
+        if not words:
+            raise ValueError(f"--metrics-token-file {path} is empty: put the token on its first line")
+        return words[0]
 
     def _bind(self, server: grpc.Server) -> int:
         """Listen on --host:--port, with TLS when --tls-cert is given; returns the bound port."""

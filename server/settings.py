@@ -97,6 +97,8 @@ class Settings:
     metrics_port: int = setting(8502, "Prometheus /metrics port; 0 picks a free one, -1 turns metrics off.",
                                 rule=Rule(_within(-1, 65535), "a port 0..65535, or -1 for no metrics"))
     metrics_host: str = setting("127.0.0.1", "Address /metrics listens on, whatever --host is.")
+    metrics_token_file: Path | None = setting(None, "File whose first line is a token that scrapes of /metrics "  # noqa: RUF009
+                                              "must send (Authorization: Bearer); default: none needed.")
     tls_cert: Path | None = setting(None, "TLS certificate (PEM) for the gRPC port; with --tls-key. Reloaded "  # noqa: RUF009
                                     "when the file changes.")
     tls_key: Path | None = setting(None, "TLS private key (PEM) of --tls-cert.")  # noqa: RUF009

@@ -251,3 +251,27 @@ def test_metrics_listen_on_their_own_host(model_repository: Path) -> None:
             assert b"tilecast" in page.read()
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+
+
+def test_metrics_can_require_a_token(model_repository: Path, tmp_path: Path) -> None:
+    token_file = tmp_path / "metrics-token"
+    token_file.write_text("scrape-secret\n")
+    with ServerThread(local_settings(model_repository, metrics_token_file=token_file)) as server:
+        url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(url, timeout=10)
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": "Bearer guess"}), timeout=10)
+        scrape = urllib.request.Request(url, headers={"Authorization": "Bearer scrape-secret"})
+        with urllib.request.urlopen(scrape, timeout=10) as page:
+            assert b"tilecast_requests" in page.read()
+
+
+def test_a_bad_tokens_file_is_one_line_that_quotes_no_token(model_repository: Path, tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"{INFER_TOKEN} superuser\n")
+    with pytest.raises(ValueError, match="line 1: give a token and its role") as bad:
+        ServerThread(local_settings(model_repository, auth_tokens=path))
+    assert INFER_TOKEN not in str(bad.value)
+    with pytest.raises(ValueError, match=r"--auth-tokens .*cannot read it"):
+        ServerThread(local_settings(model_repository, auth_tokens=tmp_path / "missing"))
