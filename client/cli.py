@@ -286,11 +286,11 @@ def on_each_server(ctx: typer.Context, servers: list[str] | None, security: Secu
     `tilecast models`), saying "<server>: <done>" after each."""
     from tilecast.client.addresses import server_list
     from tilecast.client.channels import Security
+    from tilecast.client.control import RepositoryControl
 
     parent_servers, parent_security = ctx.obj
-    if security == Security():
+    if security == Security():  # none given to load/unload: those given to `tilecast models`
         security = parent_security
-    from tilecast.client.control import RepositoryControl
 
     for address in server_list(servers or parent_servers):
         with RepositoryControl(address, security=security) as control:
