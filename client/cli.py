@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -285,12 +286,11 @@ def on_each_server(ctx: typer.Context, servers: list[str] | None, security: Secu
     """Send one repository request to each server in turn (by default the servers, TLS and token given to
     `tilecast models`), saying "<server>: <done>" after each."""
     from tilecast.client.addresses import server_list
-    from tilecast.client.channels import Security
     from tilecast.client.control import RepositoryControl
 
-    parent_servers, parent_security = ctx.obj
-    if security == Security():  # none given to load/unload: those given to `tilecast models`
-        security = parent_security
+    parent_servers, parent = ctx.obj
+    # each option not given to load/unload: the one given to `tilecast models`
+    security = dataclasses.replace(parent, **{k: v for k, v in vars(security).items() if v not in (None, False)})
 
     for address in server_list(servers or parent_servers):
         with RepositoryControl(address, security=security) as control:

@@ -275,3 +275,15 @@ def test_a_bad_tokens_file_is_one_line_that_quotes_no_token(model_repository: Pa
     assert INFER_TOKEN not in str(bad.value)
     with pytest.raises(ValueError, match=r"--auth-tokens .*cannot read it"):
         ServerThread(local_settings(model_repository, auth_tokens=tmp_path / "missing"))
+
+
+def test_models_unload_takes_tls_from_models_and_the_token_from_the_environment(
+        model_repository: Path, pki: Pki, tokens: Path) -> None:
+    settings = local_settings(model_repository, tls_cert=pki.cert, tls_key=pki.key, auth_tokens=tokens,
+                              model_control="explicit", load_models=("*",))
+    with ServerThread(settings) as server:
+        base = ["models", "-s", f"127.0.0.1:{server.port}", "--tls-ca", str(pki.ca)]
+        refused = CliRunner().invoke(app, [*base, "unload", RGB_MODEL], env={"TILECAST_TOKEN": INFER_TOKEN})
+        unloaded = CliRunner().invoke(app, [*base, "unload", RGB_MODEL], env={"TILECAST_TOKEN": ADMIN_TOKEN})
+    assert refused.exit_code != 0 and "needs a token with the admin role" in refused.output, refused.output
+    assert unloaded.exit_code == 0 and f"{RGB_MODEL} unloaded" in unloaded.output, unloaded.output
