@@ -4,7 +4,8 @@ with or without a bearer token.
 A `grpcs://host:port` address means TLS with the system's trusted roots (or `Security.ca` when given);
 `Security.ca` alone also turns TLS on. A client certificate and key (mutual TLS) go with TLS only. The
 token travels as `authorization: Bearer <token>` metadata on every call (tilecast servers started with
-`--auth-tokens` ask for it); with TLS as call credentials, on a plain channel by an interceptor.
+`--auth-tokens` ask for it); with TLS as call credentials, on a plain channel by an interceptor (asyncio
+channels: by the caller, with each call).
 """
 
 from __future__ import annotations
@@ -141,25 +142,10 @@ def open_channel(address: str | Sequence[str], options: Options = (),
 
 
 def open_aio_channel(address: str | Sequence[str], options: Options = (),
-                     security: Security | None = None, token: str | None = None) -> grpc.aio.Channel:
-    """An asyncio channel, as `open_channel`."""
-    target, security = target_of(address, security, token)
+                     security: Security | None = None) -> grpc.aio.Channel:
+    """An asyncio channel, as `open_channel` but without the token: its caller sends `security.metadata()`
+    with each call (grpc.aio's stream interceptors do not reach calls driven by write())."""
+    target, security = target_of(address, security)
     if security.uses_tls:
-        return grpc.aio.secure_channel(target, _secure(security), options=options)
-    interceptors = [_AioToken(security.metadata())] if security.token else None
-    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
-
-
-class _AioToken(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
-    def __init__(self, metadata: list[tuple[str, str]]) -> None:
-        self._metadata = metadata
-
-    def _details(self, details: Any) -> Any:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), *self._metadata)
-        return details._replace(metadata=metadata)
-
-    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
-
-    async def intercept_stream_stream(self, continuation: Callable[..., Any], details: Any, requests: Any) -> Any:
-        return await continuation(self._details(details), requests)
+        return grpc.aio.secure_channel(target, security.credentials(), options=options)
+    return grpc.aio.insecure_channel(target, options=options)

@@ -125,6 +125,7 @@ class AsyncClient:
         """`security` and `token` as `Client`'s."""
         self.address, security = target_of(address, security, token)
         self._channel = open_aio_channel(address, client_options(max_message_bytes), security)
+        self._metadata = tuple(security.metadata())  # the token, sent with each call
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]
         self._stream_predict = self._channel.stream_stream(
             STREAM_PREDICT, request_serializer=wire.serialize,
@@ -159,7 +160,8 @@ class AsyncClient:
 
     async def get_model(self, name: str, version: int = 0) -> manifest_pb2.ModelManifest:
         try:
-            response = await self._stub.GetModel(inference_pb2.GetModelRequest(name=name, version=version))
+            response = await self._stub.GetModel(inference_pb2.GetModelRequest(name=name, version=version),
+                                                 metadata=self._metadata)
         except grpc.RpcError as exc:
             raise translate(exc) from exc
         manifest: manifest_pb2.ModelManifest = response.manifest
@@ -167,7 +169,7 @@ class AsyncClient:
 
     def live(self, model: str, *, version: int = 0, window: int = 32) -> AsyncLiveStream:
         check_window(window)  # before the call opens
-        return AsyncLiveStream(self._stream_predict(), model, version, window)
+        return AsyncLiveStream(self._stream_predict(metadata=self._metadata), model, version, window)
 
 
 class AsyncLiveStream:

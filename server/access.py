@@ -106,6 +106,8 @@ class Access:
     def enter(self, method: str, context: Any) -> str:
         """Admit a call, returning the key to `leave` with; raises Unauthenticated, PermissionDenied or
         ResourceExhausted."""
+        if not self.tokens and not self.max_calls_per_peer:
+            return ""  # an open server: nothing to check, nothing to count
         key = peer_host(str(context.peer()))
         if self.tokens:
             token = bearer_token(context.invocation_metadata())
@@ -125,6 +127,8 @@ class Access:
         return key
 
     def leave(self, key: str) -> None:
+        if not self.tokens and not self.max_calls_per_peer:
+            return
         with self._lock:
             self._calls[key] -= 1
             if self._calls[key] <= 0:

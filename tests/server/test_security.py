@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -149,7 +150,15 @@ def test_the_asyncio_client_sends_its_token(guarded: ServerThread) -> None:
             await client.wait_ready(10)
             return (await client.get_model(RGB_MODEL)).name
 
+    async def streamed() -> int | None:
+        async with AsyncClient(f"127.0.0.1:{guarded.port}", token=INFER_TOKEN) as client, \
+                client.live(RGB_MODEL) as stream:
+            await stream.send(5, np.zeros((64, 64, 3), np.uint8))
+            reply = await stream.receive()
+            return None if reply is None or reply.error else reply.id
+
     assert asyncio.run(manifest(INFER_TOKEN)) == RGB_MODEL
+    assert asyncio.run(streamed()) == 5
     with pytest.raises(Unauthenticated):
         asyncio.run(manifest(None))
 
@@ -163,7 +172,14 @@ def test_calls_per_peer_are_capped(model_repository: Path, tokens: Path) -> None
             assert stream.receive(timeout=30) is not None  # the stream holds this client's one call
             with pytest.raises(ResourceExhausted, match="--max-calls-per-peer"):
                 client.list_models()
-        assert [s.name for s in client.list_models()] == [RGB_MODEL]  # its call over, the next one runs
+        for _ in range(50):  # its call over (the server's handler ends just after the client's), the next runs
+            try:
+                assert [s.name for s in client.list_models()] == [RGB_MODEL]
+                break
+            except ResourceExhausted:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the client's share was not given back when its stream ended")
     settings = local_settings(model_repository, max_calls_per_peer=1, auth_tokens=tokens)
     with ServerThread(settings) as server:  # with tokens, each token has its own share
         address = f"127.0.0.1:{server.port}"
