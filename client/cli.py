@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from tilecast.proto.errors import InvalidOption
 
 if TYPE_CHECKING:
     from tilecast.client.archive import Job, Outcome
+    from tilecast.client.channels import Security
     from tilecast.client.control import RepositoryControl
     from tilecast.client.options import Channels, ConvertOptions
 
@@ -23,6 +25,21 @@ ServerOption = Annotated[
     list[str], typer.Option("--server", "-s", envvar="TILECAST_SERVER", help=(
         "host:port of a server; repeat (or separate with commas) to spread tiles over several."))]
 DEFAULT_SERVER = ["127.0.0.1:8500"]
+TlsCaOption = Annotated[Path | None, typer.Option(
+    "--tls-ca", help="CA (PEM) the server's certificate is signed by; turns TLS on (grpcs://host:port does too, "
+                     "with the system's roots).")]
+TlsCertOption = Annotated[Path | None, typer.Option("--tls-cert", help="Client certificate (PEM), for mutual TLS.")]
+TlsKeyOption = Annotated[Path | None, typer.Option("--tls-key", help="Private key (PEM) of --tls-cert.")]
+TokenFileOption = Annotated[Path | None, typer.Option(
+    "--token-file", help="File whose first line is the bearer token (default: $TILECAST_TOKEN).")]
+
+
+def security_of(tls_ca: Path | None, tls_cert: Path | None, tls_key: Path | None,
+                token_file: Path | None) -> Security:
+    """How the command reaches its servers, from its TLS and token options."""
+    from tilecast.client.channels import Security, read_token
+
+    return Security(ca=tls_ca, cert=tls_cert, key=tls_key, token=read_token(token_file))
 
 
 def level_megapixels(path: Path, level: int, microns_per_pixel: float | None) -> float:
@@ -136,6 +153,8 @@ def convert(
         "pod's JOB_COMPLETION_INDEX in a Kubernetes Indexed Job out of --shard-count."))] = "",
     shard_count: Annotated[int, typer.Option(envvar="TILECAST_SHARD_COUNT", help=(
         "Parts for --shard auto; with JOB_COMPLETION_INDEX set, it alone turns sharding on (0: off)."))] = 0,
+    tls_ca: TlsCaOption = None, tls_cert: TlsCertOption = None, tls_key: TlsKeyOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Run a model over whole images and write tiled BigTIFFs or pyramidal OME-TIFFs (-o x.ome.tif or
     --format ome-tiff); folders are mirrored, finished files skipped."""
@@ -151,7 +170,8 @@ def convert(
                               level=level, stride=stride, tissue_only=tissue_only, min_tissue=min_tissue)
     part = shard_of(shard, shard_count, os.environ)
     jobs = shard_jobs(plan_outputs(inputs, output, output_format), part, output)
-    with Client(server) as client, Progress(
+    security = security_of(tls_ca, tls_cert, tls_key, token_file)
+    with Client(server, security=security) as client, Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out, transient=not as_json,
         disable=as_json,
@@ -219,13 +239,16 @@ def models(
     repository: Annotated[bool, typer.Option(
         "--repository", help="List every model in each server's repository, loaded or not.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON, for scripts.")] = False,
+    tls_ca: TlsCaOption = None, tls_cert: TlsCertOption = None, tls_key: TlsKeyOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
     """List the model versions a server serves or is loading, with their state (`--repository`: every model
     in its repository, loaded or not); `load` and `unload` change what it serves."""
-    ctx.obj = server
+    security = security_of(tls_ca, tls_cert, tls_key, token_file)
+    ctx.obj = (server, security)
     if ctx.invoked_subcommand:
         return
-    rows = repository_rows(server) if repository else model_rows(server)
+    rows = repository_rows(server, security) if repository else model_rows(server, security)
     if as_json:
         out.print_json(data=rows)
         return
@@ -235,11 +258,11 @@ def models(
     out.print(table)
 
 
-def model_rows(server: list[str]) -> list[dict[str, Any]]:
+def model_rows(server: list[str], security: Security) -> list[dict[str, Any]]:
     from tilecast.client.remote import Client
     from tilecast.proto.v1 import inference_pb2, manifest_pb2
 
-    with Client(server) as client:
+    with Client(server, security=security) as client:
         client.wait_ready(timeout=10, until_serving=False)  # versions still loading are listed as such
         return [{"model": status.name, "version": status.version,
                  "kind": manifest_pb2.ModelKind.Name(status.kind).removeprefix("MODEL_KIND_").lower(),
@@ -247,7 +270,7 @@ def model_rows(server: list[str]) -> list[dict[str, Any]]:
                  "reason": status.reason} for status in client.list_models()]
 
 
-def repository_rows(servers: list[str]) -> list[dict[str, Any]]:
+def repository_rows(servers: list[str], security: Security) -> list[dict[str, Any]]:
     """The index of each server's repository (a "server" column when there are several)."""
     from tilecast.client.addresses import server_list
     from tilecast.client.control import RepositoryControl
@@ -255,7 +278,7 @@ def repository_rows(servers: list[str]) -> list[dict[str, Any]]:
     servers = server_list(servers)
     rows: list[dict[str, Any]] = []
     for address in servers:
-        with RepositoryControl(address) as control:
+        with RepositoryControl(address, security=security) as control:
             rows += [{**({"server": address} if len(servers) > 1 else {}), "model": entry.name,
                       "version": entry.version or "-", "state": entry.state.lower(), "reason": entry.reason}
                      for entry in control.index()]
@@ -266,13 +289,19 @@ ControlServerOption = Annotated[list[str] | None, typer.Option(
     "--server", "-s", help="host:port of a server; repeat for several (default: the one `tilecast models` names).")]
 
 
-def on_each_server(servers: list[str], request: Callable[[RepositoryControl], None], done: str) -> None:
-    """Send one repository request to each server in turn, saying "<server>: <done>" after each."""
+def on_each_server(ctx: typer.Context, servers: list[str] | None, security: Security,
+                   request: Callable[[RepositoryControl], None], done: str) -> None:
+    """Send one repository request to each server in turn (by default the servers, TLS and token given to
+    `tilecast models`), saying "<server>: <done>" after each."""
     from tilecast.client.addresses import server_list
     from tilecast.client.control import RepositoryControl
 
-    for address in server_list(servers):
-        with RepositoryControl(address) as control:
+    parent_servers, parent = ctx.obj
+    # each option not given to load/unload: the one given to `tilecast models`
+    security = dataclasses.replace(parent, **{k: v for k, v in vars(security).items() if v not in (None, False)})
+
+    for address in server_list(servers or parent_servers):
+        with RepositoryControl(address, security=security) as control:
             request(control)
         out.print(f"{address}: {done}", highlight=False)
 
@@ -285,12 +314,15 @@ def load(
     server: ControlServerOption = None,
     timeout: Annotated[float, typer.Option(
         help="Seconds to wait for the load (an engine build may take minutes); 0 waits until it ends.")] = 0.0,
+    tls_ca: TlsCaOption = None, tls_cert: TlsCertOption = None, tls_key: TlsKeyOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Load a model on servers started with --model-control explicit (reload it if its files changed);
     returns once it serves."""
     if timeout < 0:
         raise ValueError(f"--timeout {timeout:g}: give seconds, or 0 to wait until the load ends")
-    on_each_server(server or ctx.obj, lambda control: control.load(name, timeout=timeout or None), f"{name} loaded")
+    on_each_server(ctx, server, security_of(tls_ca, tls_cert, tls_key, token_file),
+                   lambda control: control.load(name, timeout=timeout or None), f"{name} loaded")
 
 
 @models_app.command("unload")
@@ -299,7 +331,10 @@ def unload(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Model name.")],
     server: ControlServerOption = None,
+    tls_ca: TlsCaOption = None, tls_cert: TlsCertOption = None, tls_key: TlsKeyOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Stop serving a model on servers started with --model-control explicit: new requests are refused,
     those in flight finish."""
-    on_each_server(server or ctx.obj, lambda control: control.unload(name), f"{name} unloaded")
+    on_each_server(ctx, server, security_of(tls_ca, tls_cert, tls_key, token_file),
+                   lambda control: control.unload(name), f"{name} unloaded")

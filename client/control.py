@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import grpc
 
+from tilecast.client.channels import Security, open_channel, target_of
 from tilecast.client.remote import status_code, translate
 from tilecast.proto.errors import FailedPrecondition, TilecastError, Unavailable
 from tilecast.proto.v1 import kserve_v2_pb2 as v2
@@ -38,11 +39,14 @@ class IndexEntry:
 class RepositoryControl:
     """Repository requests to one server (a repository is per server: with several, control each)."""
 
-    def __init__(self, address: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(self, address: str, *, connect_timeout: float = 10.0, security: Security | None = None,
+                 token: str | None = None) -> None:
+        """`security` and `token` as `Client`'s (an admin token for load and unload)."""
         self._address = address
         self._connect_timeout = connect_timeout
         self._connected = False
-        self._channel = grpc.insecure_channel(address)
+        self._security = target_of(address, security, token)[1]
+        self._channel = open_channel(address, (), self._security)
         self._stub = kserve_v2_pb2_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
@@ -77,8 +81,8 @@ class RepositoryControl:
             try:
                 grpc.channel_ready_future(self._channel).result(timeout=self._connect_timeout)
             except grpc.FutureTimeoutError:
-                raise Unavailable(f"no server answered at {self._address} within {self._connect_timeout:g} s") \
-                    from None
+                raise Unavailable(f"no server answered at {self._address} within {self._connect_timeout:g} s"
+                                  f"{self._security.hint()}") from None
             self._connected = True
         try:
             return fn()

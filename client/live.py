@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
-from tilecast.client.addresses import channel_target
+from tilecast.client.channels import Security, client_options, open_aio_channel, target_of
 from tilecast.client.remote import (
     DEFAULT_MESSAGE_BYTES,
     HEALTH_CHECK,
@@ -120,14 +120,12 @@ class LiveStream:
 class AsyncClient:
     """The asyncio counterpart of `Client` for applications that already run an event loop."""
 
-    def __init__(self, address: str | Sequence[str], *, max_message_bytes: int = DEFAULT_MESSAGE_BYTES) -> None:
-        target = channel_target([address] if isinstance(address, str) else list(address))
-        self.address = target
-        self._channel = grpc.aio.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.lb_policy_name", "round_robin"),
-        ])
+    def __init__(self, address: str | Sequence[str], *, max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
+                 security: Security | None = None, token: str | None = None) -> None:
+        """`security` and `token` as `Client`'s."""
+        self.address, security = target_of(address, security, token)
+        self._channel = open_aio_channel(address, client_options(max_message_bytes), security)
+        self._metadata = tuple(security.metadata())  # the token, sent with each call
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]
         self._stream_predict = self._channel.stream_stream(
             STREAM_PREDICT, request_serializer=wire.serialize,
@@ -162,7 +160,8 @@ class AsyncClient:
 
     async def get_model(self, name: str, version: int = 0) -> manifest_pb2.ModelManifest:
         try:
-            response = await self._stub.GetModel(inference_pb2.GetModelRequest(name=name, version=version))
+            response = await self._stub.GetModel(inference_pb2.GetModelRequest(name=name, version=version),
+                                                 metadata=self._metadata)
         except grpc.RpcError as exc:
             raise translate(exc) from exc
         manifest: manifest_pb2.ModelManifest = response.manifest
@@ -170,7 +169,7 @@ class AsyncClient:
 
     def live(self, model: str, *, version: int = 0, window: int = 32) -> AsyncLiveStream:
         check_window(window)  # before the call opens
-        return AsyncLiveStream(self._stream_predict(), model, version, window)
+        return AsyncLiveStream(self._stream_predict(metadata=self._metadata), model, version, window)
 
 
 class AsyncLiveStream:

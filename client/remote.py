@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from grpc_health.v1 import health_pb2
 
-from tilecast.client.addresses import channel_target
+from tilecast.client.channels import Security, client_options, open_channel, target_of
 from tilecast.proto import tensors, wire
 from tilecast.proto.errors import InvalidArgument, InvalidOption, TilecastError, error_for_status
 from tilecast.proto.v1 import inference_pb2, inference_pb2_grpc, manifest_pb2
@@ -115,16 +115,13 @@ class Client:
     """
 
     def __init__(self, address: str | Sequence[str], *, max_message_bytes: int = DEFAULT_MESSAGE_BYTES,
-                 timeout: float | None = 60.0) -> None:
-        target = channel_target([address] if isinstance(address, str) else list(address))
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.lb_policy_name", "round_robin"),
-        ]
-        self.address = target
+                 timeout: float | None = 60.0, security: Security | None = None, token: str | None = None) -> None:
+        """`security`: TLS and mutual TLS (`tilecast.client.channels`; a grpcs:// address turns TLS on);
+        `token`: the bearer token a server started with --auth-tokens asks for."""
+        self.address, security = target_of(address, security, token)
+        self.security = security
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target, options=options)
+        self._channel = open_channel(address, client_options(max_message_bytes), security)
         self._stub = inference_pb2_grpc.InferenceStub(self._channel)  # type: ignore[no-untyped-call]
         # Tiles travel pre-encoded (`wire.stream_tile`): one copy of the pixels instead of four.
         self._stream_predict = self._channel.stream_stream(
@@ -161,8 +158,8 @@ class Client:
             outcome = self._health(request, timeout=connect, wait_for_ready=True)
         except grpc.RpcError as exc:
             if status_code(exc) == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise error_for_status(grpc.StatusCode.UNAVAILABLE,
-                                       f"no tilecast server answered at {self.address} within {connect:g} s") from None
+                raise error_for_status(grpc.StatusCode.UNAVAILABLE, f"no tilecast server answered at {self.address} "
+                                       f"within {connect:g} s{self.security.hint()}") from None
             outcome = exc
         while until_serving:
             pause = health_pause(outcome, end, self.address, timeout)

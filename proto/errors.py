@@ -96,7 +96,15 @@ class Cancelled(TilecastError):
 
 
 class Unauthenticated(TilecastError):
+    """No token, or one the server does not know."""
+
     code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(TilecastError):
+    """A known token whose role does not allow this call (e.g. an `infer` token unloading a model)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class FailedPrecondition(TilecastError):
@@ -117,7 +125,7 @@ _BY_CODE: dict[grpc.StatusCode, type[TilecastError]] = {
     cls.code: cls
     for cls in (
         InvalidArgument, NotFound, ResourceExhausted, Unavailable, DeadlineExceeded,
-        Cancelled, Unauthenticated, FailedPrecondition, Internal,
+        Cancelled, Unauthenticated, PermissionDenied, FailedPrecondition, Internal,
     )
 }
 

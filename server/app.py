@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tilecast.proto import tile_reader, wire
 from tilecast.proto.v1 import inference_pb2
+from tilecast.server.access import Access, read_secret, read_tokens
 from tilecast.server.boundary import CallSlots, add_service
 from tilecast.server.metrics import Metrics
 from tilecast.server.models import ModelManager
@@ -25,6 +26,7 @@ from tilecast.server.repository import require_repository
 from tilecast.server.servicer import InferenceServicer
 from tilecast.server.settings import Settings
 from tilecast.server.streams import IdleWatch
+from tilecast.server.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,14 @@ SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.Health
 _SPARE_THREADS = 16
 
 
-def add_inference_service(servicer: InferenceServicer, server: grpc.Server, slots: CallSlots) -> None:
+def add_inference_service(servicer: InferenceServicer, server: grpc.Server, slots: CallSlots,
+                          access: Access | None = None) -> None:
     """Register the Inference methods with a serializer that also passes through responses the servicer
     has already encoded (`tilecast.proto.wire`), and tiles read without copying their pixels
     (`tilecast.proto.tile_reader`)."""
     service = inference_pb2.DESCRIPTOR.services_by_name["Inference"]
     add_service(server, service, servicer, slots, wire.serialize, {
-        "StreamPredict": tile_reader.read_stream_request, "Predict": tile_reader.read_predict_request})
+        "StreamPredict": tile_reader.read_stream_request, "Predict": tile_reader.read_predict_request}, access)
 
 
 class TilecastServer:
@@ -66,6 +69,9 @@ class TilecastServer:
         self._accepting = False  # between start and the beginning of a shutdown
         self._slots = CallSlots(settings.max_concurrent_calls)
         self._idle = IdleWatch(settings.stream_idle_timeout_s)
+        self._access = Access(read_tokens(settings.auth_tokens) if settings.auth_tokens else [],
+                              settings.max_calls_per_peer)
+        self._scrape_token = self._metrics_token()  # read once, before binding: a missing file is said first
 
     def _set_model_health(self, name: str, ready: bool) -> None:
         self._health.set(name, SERVING if ready else NOT_SERVING)
@@ -93,7 +99,7 @@ class TilecastServer:
             maximum_concurrent_rpcs=calls + _SPARE_THREADS,
         )
         add_inference_service(InferenceServicer(self.models, self.metrics, self.settings, self._idle), server,
-                              self._slots)
+                              self._slots, self._access)
         services = [SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME]
         if self.settings.kserve:
             services.append(self._add_kserve(server))
@@ -102,22 +108,23 @@ class TilecastServer:
         self._health.set("", NOT_SERVING)
         self._health.set(SERVICE_NAME, NOT_SERVING)
         host = self.settings.host
-        try:
-            self.port = server.add_insecure_port(f"{host}:{self.settings.port}")
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {host}:{self.settings.port} for gRPC ({exc}); another process may "
-                          "hold the port: choose another --port (0 picks a free one)") from exc
+        self.port = self._bind(server)
         if self.settings.metrics_port >= 0:
+            metrics_host = self.settings.metrics_host
             try:
-                self.metrics_port = self.metrics.serve_http(host, self.settings.metrics_port)
+                self.metrics_port = self.metrics.serve_http(metrics_host, self.settings.metrics_port,
+                                                            self._scrape_token)
             except OSError as exc:
                 server.stop(None)
-                raise OSError(f"cannot serve metrics on {host}:{self.settings.metrics_port} ({exc.strerror}): "
-                              "choose another --metrics-port (0 picks a free one, -1 turns metrics off)") from exc
+                raise OSError(f"cannot serve metrics on {metrics_host}:{self.settings.metrics_port} "
+                              f"({exc.strerror}): choose another --metrics-port (0 picks a free one, -1 turns "
+                              "metrics off)") from exc
         server.start()
         self._server = server
-        log.info("listening on %s:%d (metrics on port %s); loading %s", host, self.port,
-                 self.metrics_port if self.settings.metrics_port >= 0 else "off", self.settings.repository)
+        log.info("listening on %s:%d%s%s (metrics on %s:%s); loading %s", host, self.port,
+                 " with TLS" if self.settings.tls_cert else "", " and tokens" if self.settings.auth_tokens else "",
+                 self.settings.metrics_host, self.metrics_port if self.settings.metrics_port >= 0 else "off",
+                 self.settings.repository)
         await self.models.sync()
         if self.settings.control_mode == "poll":
             self._poller = asyncio.create_task(self.models.poll(self.settings.repository_poll_s))
@@ -127,6 +134,28 @@ class TilecastServer:
         ready = sum(s.state == inference_pb2.MODEL_STATE_READY for s in self.models.statuses())
         log.info("serving %d model version(s) on %s:%d", ready, host, self.port)
         return self.port
+
+    def _metrics_token(self) -> str | None:
+        path = self.settings.metrics_token_file
+        if path is None:
+            return None
+        words = read_secret(path, "--metrics-token-file").split()
+        if not words:
+            raise ValueError(f"--metrics-token-file {path} is empty: put the token on its first line")
+        return words[0]
+
+    def _bind(self, server: grpc.Server) -> int:
+        """Listen on --host:--port, with TLS when --tls-cert is given; returns the bound port."""
+        settings = self.settings
+        address = f"{settings.host}:{settings.port}"
+        try:
+            if settings.tls_cert is not None and settings.tls_key is not None:
+                credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+                return int(server.add_secure_port(address, credentials))
+            return int(server.add_insecure_port(address))
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {address} for gRPC ({exc}); another process may "
+                          "hold the port: choose another --port (0 picks a free one)") from exc
 
     def _add_kserve(self, server: grpc.Server) -> str:
         """Serve the KServe v2 protocol too; returns its service name. Imported only when wanted: its
@@ -138,7 +167,7 @@ class TilecastServer:
         servicer = kserve.KServeServicer(self.models, self.metrics, lambda: self._accepting,
                                          self.settings.max_tiles_in_flight_per_stream, self._idle)
         add_service(server, kserve_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"], servicer,
-                    self._slots, wire.serialize)
+                    self._slots, wire.serialize, access=self._access)
         return kserve.SERVICE_NAME
 
     async def stop(self, grace: float | None = None) -> None:

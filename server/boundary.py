@@ -5,7 +5,8 @@ request deserializer that never raises: grpcio answers a message it cannot parse
 memory for each such unary call and, after unparsable messages on a stream, no longer stops on SIGTERM.
 The bytes are parsed in the handler instead, where a bad message is INVALID_ARGUMENT like any other bad
 request. The same wrapper enforces the server's limit on calls (`CallSlots`), which counts the calls of
-these services only: health checks and reflection are answered whatever the load.
+these services only: health checks and reflection are answered whatever the load, and with no token.
+Tokens, roles and the per-client cap are checked here too, before a handler runs (`tilecast.server.access`).
 
 Typed errors become status codes in one place (`abort`, used by `unary_errors` and `stream_errors`),
 with messages bounded in length so that an echoed input cannot overflow the reply's trailer.
@@ -25,6 +26,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 from tilecast.proto.errors import InvalidArgument, ResourceExhausted, TilecastError
+from tilecast.server.access import Access
 from tilecast.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -186,12 +188,35 @@ def _busy(slots: CallSlots) -> ResourceExhausted:
     return ResourceExhausted(f"the server is serving {slots.limit} calls, its limit (--max-calls); retry later")
 
 
-def _unary(servicer: RequestCounter, method: str, parse: Parse, slots: CallSlots) -> Callable[..., Any]:
+@dataclass
+class Gate:
+    """What a call of the inference services passes before its handler runs: its token and its
+    client's share (`Access`), then the server's limit on calls (`CallSlots`)."""
+
+    slots: CallSlots
+    access: Access
+
+    def enter(self, servicer: RequestCounter, method: str, context: Context) -> str:
+        """Admit the call or end it with its status; returns the key to `leave` with."""
+        try:
+            key = self.access.enter(method, context)
+        except TilecastError as exc:
+            _refuse(servicer, method, context, exc)
+        if not self.slots.take():
+            self.access.leave(key)
+            _refuse(servicer, method, context, _busy(self.slots))
+        return key
+
+    def leave(self, key: str) -> None:
+        self.slots.give_back()
+        self.access.leave(key)
+
+
+def _unary(servicer: RequestCounter, method: str, parse: Parse, gate: Gate) -> Callable[..., Any]:
     handler = getattr(servicer, method)
 
     def behaviour(raw: bytes, context: Context) -> Any:
-        if not slots.take():
-            _refuse(servicer, method, context, _busy(slots))
+        key = gate.enter(servicer, method, context)
         try:
             try:
                 request = _parsed(method, parse, raw)
@@ -199,21 +224,20 @@ def _unary(servicer: RequestCounter, method: str, parse: Parse, slots: CallSlots
                 _refuse(servicer, method, context, exc)
             return handler(request, context)
         finally:
-            slots.give_back()
+            gate.leave(key)
 
     return behaviour
 
 
-def _streaming(servicer: RequestCounter, method: str, parse: Parse, slots: CallSlots) -> Callable[..., Any]:
+def _streaming(servicer: RequestCounter, method: str, parse: Parse, gate: Gate) -> Callable[..., Any]:
     handler = getattr(servicer, method)
 
     def behaviour(raw: Iterator[bytes], context: Context) -> Iterator[Any]:
-        if not slots.take():
-            _refuse(servicer, method, context, _busy(slots))
+        key = gate.enter(servicer, method, context)
         try:
             yield from handler(_parsed_stream(method, parse, raw), context)
         finally:
-            slots.give_back()
+            gate.leave(key)
 
     return behaviour
 
@@ -224,18 +248,21 @@ def _default_parser(method: MethodDescriptor) -> Parse:
 
 
 def add_service(server: grpc.Server, service: ServiceDescriptor, servicer: RequestCounter, slots: CallSlots,
-                serialize: Callable[[Any], bytes], parsers: Mapping[str, Parse] | None = None) -> None:
+                serialize: Callable[[Any], bytes], parsers: Mapping[str, Parse] | None = None,
+                access: Access | None = None) -> None:
     """Register every method of `service` on `servicer`: unary and bidirectional ones (the only kinds the
-    two services have), each request parsed by `parsers[name]` or its message class, inside the handler."""
+    two services have), each request parsed by `parsers[name]` or its message class, inside the handler,
+    each call admitted by `access` (tokens, per-client cap; none: open) and `slots` first."""
+    gate = Gate(slots, access or Access())
     handlers = {}
     for method in service.methods:
         parse = (parsers or {}).get(method.name) or _default_parser(method)
         if not method.client_streaming and not method.server_streaming:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(servicer, method.name, parse, slots), response_serializer=serialize)
+                _unary(servicer, method.name, parse, gate), response_serializer=serialize)
         elif method.client_streaming and method.server_streaming:
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(
-                _streaming(servicer, method.name, parse, slots), response_serializer=serialize)
+                _streaming(servicer, method.name, parse, gate), response_serializer=serialize)
         else:
             raise TypeError(f"{service.full_name}.{method.name}: only unary and bidirectional methods are served")
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import threading
 import weakref
-from collections.abc import Sequence
-from typing import Protocol
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app, start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer
 
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 TIME_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -43,9 +47,15 @@ class Metrics:
         # Read when scraped, so counting tiles in flight costs the hot path nothing.
         self._in_flight_sources: dict[str, weakref.WeakSet[InFlight]] = {}
 
-    def serve_http(self, host: str, port: int) -> int:
-        """Expose /metrics; returns the bound port (0 picks a free one)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve_http(self, host: str, port: int, token: str | None = None) -> int:
+        """Expose /metrics; returns the bound port (0 picks a free one). With `token`, a scrape must send
+        `Authorization: Bearer <token>` (else 401)."""
+        if token is None:
+            server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        else:
+            server = make_server(host, port, _bearer_only(make_wsgi_app(self.registry), token), ThreadingWSGIServer,
+                                 handler_class=_Quiet)
+            threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         self._http = server
         return int(server.server_port)
 
@@ -72,6 +82,28 @@ class Metrics:
             self._in_flight_sources[model] = sources
             self.in_flight.labels(model).set_function(lambda: sum(s.in_flight for s in list(sources)))
         self._in_flight_sources[model].add(source)
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged (the base class writes each to stderr)."""
+
+
+Wsgi = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _bearer_only(app: Wsgi, token: str) -> Wsgi:
+    """`app` for requests whose Authorization header carries `token` (compared in constant time)."""
+    expected = hashlib.sha256(f"Bearer {token}".encode()).digest()
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        given = hashlib.sha256(str(environ.get("HTTP_AUTHORIZATION", "")).encode()).digest()
+        if not hmac.compare_digest(given, expected):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
+            return [b"a bearer token is needed for /metrics\n"]
+        return app(environ, start_response)
+
+    return guarded
 
 
 class ModelObserver:

@@ -96,6 +96,18 @@ class Settings:
                                                                          "(0 picks a free one)"))
     metrics_port: int = setting(8502, "Prometheus /metrics port; 0 picks a free one, -1 turns metrics off.",
                                 rule=Rule(_within(-1, 65535), "a port 0..65535, or -1 for no metrics"))
+    metrics_host: str = setting("127.0.0.1", "Address /metrics listens on, whatever --host is.")
+    metrics_token_file: Path | None = setting(None, "File whose first line is a token that scrapes of /metrics "  # noqa: RUF009
+                                              "must send (Authorization: Bearer); default: none needed.")
+    tls_cert: Path | None = setting(None, "TLS certificate (PEM) for the gRPC port; with --tls-key. Reloaded "  # noqa: RUF009
+                                    "when the file changes.")
+    tls_key: Path | None = setting(None, "TLS private key (PEM) of --tls-cert.")  # noqa: RUF009
+    tls_client_ca: Path | None = setting(None, "CA (PEM) that client certificates must be signed by: mutual "  # noqa: RUF009
+                                         "TLS, clients without one refused.")
+    auth_tokens: Path | None = setting(None, "Tokens file: one '<token> <role>' per line (role infer or admin; "  # noqa: RUF009
+                                       "'sha256:<hex> <role>' for a hashed token). Every call then needs a token.")
+    max_calls_per_peer: int = setting(0, "Calls one client (its host, or its token) runs at once; more get "
+                                         "RESOURCE_EXHAUSTED (0: no cap).")
     max_batch_size: int = setting(8, "Largest batch per engine call (a manifest may ask for less).",
                                   rule=_at_least(1))
     max_queue_delay_ms: float = setting(
@@ -140,6 +152,10 @@ class Settings:
         if (mode == "poll") != (self.repository_poll_s > 0):
             raise ValueError("polling the repository needs --model-control poll (or none given) and "
                              f"--repository-poll-s > 0; got {mode!r} and {self.repository_poll_s}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key too")
         if self.load_models and mode != "explicit":
             raise ValueError("--load-model names the models to load at start under --model-control explicit; "
                              f"under {mode!r} every model of the repository loads")

@@ -247,7 +247,10 @@ class StreamRunner:
         self._submit(job, self._queued)
         batcher = self._batcher
         shared = batcher is not None and batcher.in_flight > len(self._waiting)
-        if job.nbytes > _CALL_READS_UP_TO or (not first and (waited < _SENT_AHEAD_S or shared)):
+        # Only once a batcher computes for the stream: before that (every request so far answered with
+        # its own error) the call's thread reads on, and the reader would have no window to wait on.
+        if batcher is not None and (job.nbytes > _CALL_READS_UP_TO
+                                    or (not first and (waited < _SENT_AHEAD_S or shared))):
             self._reader_reads = True
             if self._reader is None:
                 self._reader = threading.Thread(target=self._read, args=(requests,), name=self._reader_name,
