@@ -31,7 +31,9 @@ def open_instances(version_dir: Path, manifest: manifest_pb2.ModelManifest, sett
     providers = provider_options(settings.providers, manifest, max_batch=max_batch, fp16=settings.trt_fp16,
                                  cache=settings.engine_cache)
     threads = settings.threads_per_instance(instances)
-    engines = [OnnxRuntimeBackend(version_dir / manifest_io.ONNX_FILE, threads, providers) for _ in range(instances)]
+    edge = manifest.tiling.tile_size + 2 * manifest.tiling.halo
+    engines = [OnnxRuntimeBackend(version_dir / manifest_io.ONNX_FILE, threads, providers,
+                                  usual_batch_pixels=max_batch * edge * edge) for _ in range(instances)]
     log.info("%s: ONNX Runtime with %s, %d instance(s) x %d thread(s)", label,
              ", ".join(engines[0].providers), instances, threads)
     return list(engines)

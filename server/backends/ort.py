@@ -27,17 +27,18 @@ _NUMPY_BY_ORT_TYPE: dict[str, np.dtype[np.generic]] = {
 }
 # After an engine call on a large batch, the CPU arena gives back what it holds beyond what the session
 # keeps: one batch of large tiles would otherwise leave gigabytes reserved for good (2.6 GB after two
-# 2048² tiles of ihc-colorize). Batches up to the threshold (8 tiles of 512², what serving sends) keep
-# the arena: CPU time per 512² tile, 1 thread, median of 6: arena 503 ms, shrinking after every call
-# 612 ms, no arena at all 536 ms. The run options are only read, so every thread can share them.
+# 2048² tiles of ihc-colorize). Batches up to the threshold (a full batch of the model's tiles with their
+# halo, what serving sends; at least 8 tiles of 512²) keep the arena: CPU time per 512² tile, 1 thread,
+# median of 6: arena 503 ms, shrinking after every call 612 ms, no arena at all 536 ms. The run options
+# are only read, so every thread can share them.
 _SHRINK_AFTER_PIXELS = 8 * 512 * 512
 _SHRINK = ort.RunOptions()
 _SHRINK.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
 
-def _run_options(feeds: dict[str, Array]) -> ort.RunOptions | None:
+def _run_options(feeds: dict[str, Array], shrink_after: int) -> ort.RunOptions | None:
     pixels = max((math.prod(a.shape[:3]) for a in feeds.values() if a.ndim == 4), default=0)
-    return _SHRINK if pixels > _SHRINK_AFTER_PIXELS else None
+    return _SHRINK if pixels > shrink_after else None
 
 
 ORT_PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
@@ -95,7 +96,11 @@ def provider_options(
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int, providers: list[tuple[str, dict[str, Any]]] | None = None) -> None:
+    def __init__(self, path: Path, threads: int, providers: list[tuple[str, dict[str, Any]]] | None = None,
+                 usual_batch_pixels: int = 0) -> None:
+        """`usual_batch_pixels`: the pixels of a full batch the server sends (tiles with halo); the CPU arena
+        is shrunk only after batches larger than that (and than 8 tiles of 512²)."""
+        self._shrink_after = max(_SHRINK_AFTER_PIXELS, usual_batch_pixels)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -124,7 +129,7 @@ class OnnxRuntimeBackend:
         session = self._session
         if session is None:
             raise Unavailable(f"the engine of {self._path} has been closed (its version was unloaded); retry")
-        return list(session.run(self._output_names, feeds, _run_options(feeds)))
+        return list(session.run(self._output_names, feeds, _run_options(feeds, self._shrink_after)))
 
     def close(self) -> None:
         """Drop the session: ONNX Runtime frees its memory when the last reference goes."""
